@@ -1,0 +1,36 @@
+/* The `stigmer` command-line interface: shared state of its commands.
+ * Each command group lives in its own cmd_*.c file and is listed in the
+ * command table in stigmer.c. */
+#ifndef STG_CLI_H
+#define STG_CLI_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+#define STG_CLI_MAX_SETS 64
+
+typedef struct {
+  const char *home;       /* --home, or NULL */
+  const char *log_level;  /* --log-level, or NULL */
+  const char *sets[STG_CLI_MAX_SETS]; /* --set section.key=value */
+  unsigned n_sets;
+  bool loaded;
+  stg_config_t cfg;
+} stg_cli_t;
+
+/* Loads the configuration once (defaults, file, environment, flags).
+ * On a bad value prints the error and exits 2: only for applet code. */
+stg_config_t *stg_cli_config(stg_cli_t *cli);
+void stg_cli_free(stg_cli_t *cli);
+
+/* Prints "stigmer: <msg>" and the --help pointer; returns 2. */
+int stg_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A command: argv[0] is the command's own name. */
+typedef int (*stg_cli_cmd_fn)(stg_cli_t *cli, int argc, char **argv);
+
+int stg_cli_version(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_config_cmd(stg_cli_t *cli, int argc, char **argv);
+
+#endif

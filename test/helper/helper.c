@@ -1,0 +1,155 @@
+/* stg-test-helper MODE [ARGS]: misbehaving children for the supervisor's
+ * tests. Each mode is a small program of its own:
+ *
+ *   sleep                   wait for SIGTERM, exit 0
+ *   exit N [DELAY_MS]       exit with status N (after DELAY_MS)
+ *   crash [SIGNAL]          die by a signal (default SIGSEGV)
+ *   ignore-term             ignore SIGTERM; only SIGKILL ends it
+ *   flood [LINE_BYTES]      write lines to stdout as fast as it can
+ *   lines N [LINE_BYTES]    write N numbered lines, then wait for SIGTERM
+ *   grandchild PIDFILE      fork a grandchild that ignores SIGTERM, write
+ *                           its pid to PIDFILE, wait for SIGTERM
+ *   never-ready             never notify readiness, wait for SIGTERM
+ *   notify-ready [DELAY_MS] send READY=1 over NOTIFY_SOCKET, then wait
+ *   watchdog N INTERVAL_MS  READY=1, then N WATCHDOG=1 pings, then hang
+ *   partial-line TEXT       write TEXT without a newline and exit 0
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "notify.h"
+
+static volatile sig_atomic_t got_term;
+
+static void on_term(int sig) {
+  (void)sig;
+  got_term = 1;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !got_term)
+    ;
+}
+
+static int wait_term(void) {
+  signal(SIGTERM, on_term);
+  while (!got_term)
+    pause();
+  return 0;
+}
+
+static void write_all(const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(STDOUT_FILENO, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      exit(3);
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: stg-test-helper MODE [ARGS] (see helper.c)\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage();
+  const char *mode = argv[1];
+  signal(SIGTERM, on_term);
+  if (strcmp(mode, "sleep") == 0)
+    return wait_term();
+  if (strcmp(mode, "exit") == 0 && argc >= 3) {
+    if (argc >= 4)
+      sleep_ms(atol(argv[3]));
+    return atoi(argv[2]);
+  }
+  if (strcmp(mode, "crash") == 0) {
+    int sig = argc >= 3 ? atoi(argv[2]) : SIGSEGV;
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return 99;
+  }
+  if (strcmp(mode, "ignore-term") == 0) {
+    signal(SIGTERM, SIG_IGN);
+    printf("ignoring SIGTERM\n");
+    fflush(stdout);
+    for (;;)
+      pause();
+  }
+  if (strcmp(mode, "flood") == 0) {
+    size_t len = argc >= 3 ? (size_t)atol(argv[2]) : 100;
+    if (len < 2)
+      len = 2;
+    char *line = malloc(len);
+    memset(line, 'x', len - 1);
+    line[len - 1] = '\n';
+    while (!got_term)
+      write_all(line, len);
+    free(line);
+    return 0;
+  }
+  if (strcmp(mode, "lines") == 0 && argc >= 3) {
+    long n = atol(argv[2]);
+    size_t len = argc >= 4 ? (size_t)atol(argv[3]) : 0;
+    char buf[65536];
+    for (long i = 1; i <= n; i++) {
+      int m = snprintf(buf, sizeof buf, "line %08ld", i);
+      while ((size_t)m + 1 < len && (size_t)m < sizeof buf - 2)
+        buf[m++] = '.';
+      buf[m++] = '\n';
+      write_all(buf, (size_t)m);
+    }
+    return wait_term();
+  }
+  if (strcmp(mode, "grandchild") == 0 && argc >= 3) {
+    pid_t pid = fork();
+    if (pid < 0)
+      return 4;
+    if (pid == 0) {
+      signal(SIGTERM, SIG_IGN);
+      for (;;)
+        pause();
+    }
+    FILE *f = fopen(argv[2], "w");
+    if (f == NULL)
+      return 5;
+    fprintf(f, "%ld\n", (long)pid);
+    fclose(f);
+    return wait_term();
+  }
+  if (strcmp(mode, "never-ready") == 0)
+    return wait_term();
+  if (strcmp(mode, "notify-ready") == 0) {
+    if (argc >= 3)
+      sleep_ms(atol(argv[2]));
+    stg_notify("READY=1");
+    return wait_term();
+  }
+  if (strcmp(mode, "watchdog") == 0 && argc >= 4) {
+    long n = atol(argv[2]), interval = atol(argv[3]);
+    stg_notify("READY=1");
+    for (long i = 0; i < n && !got_term; i++) {
+      stg_notify("WATCHDOG=1");
+      sleep_ms(interval);
+    }
+    signal(SIGTERM, SIG_IGN); /* hung: only SIGKILL helps */
+    for (;;)
+      pause();
+  }
+  if (strcmp(mode, "partial-line") == 0 && argc >= 3) {
+    write_all(argv[2], strlen(argv[2]));
+    return 0;
+  }
+  return usage();
+}
