@@ -46,3 +46,7 @@ test: test-fast test-san
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
+
+# The stack in the foreground with its merged, coloured logs; Ctrl-C stops it.
+run: build
+	$(BUILD)/stigmer daemon run

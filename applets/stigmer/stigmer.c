@@ -18,7 +18,11 @@ typedef struct {
 
 static const command_t commands[] = {
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
+    {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run\n"
+                               "                         the stack in the background (docs/daemon.md)"},
     {"help", NULL, "help                   this text"},
+    {"server", stg_cli_server, "server [stop|status|logs]\n"
+                               "                         aliases of daemon start|stop|status|logs"},
     {"version", stg_cli_version, "version [--json]       versions of stigmer and its libraries"},
 };
 

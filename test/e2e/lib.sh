@@ -78,3 +78,65 @@ finish() {
 	echo "$stg_passed passed, $stg_failed failed"
 	[ "$stg_failed" = 0 ]
 }
+
+# --- the daemon --------------------------------------------------------------
+
+# helper_stack MODE: a stack of one component, the agent-runner slot running
+# the test helper in MODE; the server and workflow-runner are disabled.
+helper_stack() {
+	cat >"$STIGMER_HOME/config.ini" <<EOC
+[component.server]
+enabled = no
+[component.workflow-runner]
+enabled = no
+[agent-runner]
+path = $STG_TEST_HELPER
+[component.agent-runner]
+env.STG_HELPER_MODE = $1
+EOC
+}
+
+status_json() { "$STIGMER_BIN" daemon status --json 2>/dev/null; }
+# comp NAME FIELD: a field of a component in `daemon status --json`.
+comp() { status_json | jq -r ".components[] | select(.name==\"$1\") | .$2"; }
+sup_pid() { cat "$STIGMER_HOME/run/supervisor.pid" 2>/dev/null; }
+
+# Every live process of this test's stack: the supervisor (by its command
+# line) and everything it started or they started (by their environment).
+stack_procs() {
+	local e p
+	for e in /proc/[0-9]*/environ; do
+		p=${e#/proc/}
+		p=${p%/environ}
+		[ "$p" = "$$" ] || [ "$p" = "$BASHPID" ] && continue
+		if { tr "\0" "\n" <"$e"; } 2>/dev/null | grep -qxF "STIGMER_HOME=$STIGMER_HOME" &&
+			{ tr "\0" "\n" <"$e"; } 2>/dev/null | grep -q "^STIGMER_COMPONENT="; then
+			echo "$p"
+		elif { tr "\0" " " <"/proc/$p/cmdline"; } 2>/dev/null | grep -q "agent-runner-supervisor --home $STIGMER_HOME "; then
+			echo "$p"
+		fi
+	done
+}
+
+# Zombie children of a process.
+zombies_of() {
+	local s
+	for s in /proc/[0-9]*/stat; do
+		awk -v pp="$1" '{ sub(/^.*\) /, ""); if ($1 == "Z" && $2 == pp) print FILENAME }' "$s" 2>/dev/null
+	done
+}
+
+expect_no_stack() {
+	local left
+	left=$(stack_procs)
+	if [ -z "$left" ]; then pass; else fail "processes of the stack left: $left ($(ps -o pid,stat,args -p "$(echo $left | tr ' ' ,)" 2>/dev/null | tail -n +2))"; fi
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		(exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+	done
+}

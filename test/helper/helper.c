@@ -13,6 +13,13 @@
  *   notify-ready [DELAY_MS] send READY=1 over NOTIFY_SOCKET, then wait
  *   watchdog N INTERVAL_MS  READY=1, then N WATCHDOG=1 pings, then hang
  *   partial-line TEXT       write TEXT without a newline and exit 0
+ *   ctl-send SOCKET FILE    connect to a unix stream socket, send FILE's
+ *                           bytes, print what comes back until EOF (5s cap)
+ *   notify-send TEXT        send TEXT as one datagram to NOTIFY_SOCKET, exit
+ *
+ * Without arguments, the mode and its arguments come from the environment
+ * variable STG_HELPER_MODE (split at spaces), so that the helper can stand
+ * in for the agent-runner, which the supervisor runs without arguments.
  */
 #include <errno.h>
 #include <signal.h>
@@ -21,6 +28,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 
 #include "notify.h"
 
@@ -57,12 +67,56 @@ static void write_all(const char *p, size_t n) {
   }
 }
 
+static int ctl_send(const char *sock, const char *file) {
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    perror("connect");
+    return 1;
+  }
+  FILE *f = fopen(file, "rb");
+  if (f == NULL) {
+    perror(file);
+    return 1;
+  }
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+    if (send(fd, buf, n, MSG_NOSIGNAL) < 0)
+      break; /* the supervisor may close early: read its reply anyway */
+  }
+  fclose(f);
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ssize_t r;
+  while ((r = read(fd, buf, sizeof buf)) > 0)
+    write_all(buf, (size_t)r);
+  close(fd);
+  return r < 0 ? 3 : 0;
+}
+
 static int usage(void) {
   fprintf(stderr, "usage: stg-test-helper MODE [ARGS] (see helper.c)\n");
   return 2;
 }
 
 int main(int argc, char **argv) {
+  char *envargv[16];
+  const char *em = getenv("STG_HELPER_MODE");
+  if (argc < 2 && em != NULL) {
+    static char copy[1024];
+    snprintf(copy, sizeof copy, "%s", em);
+    int n = 0;
+    envargv[n++] = argv[0];
+    for (char *t = strtok(copy, " "); t && n < 15; t = strtok(NULL, " "))
+      envargv[n++] = t;
+    envargv[n] = NULL;
+    argc = n;
+    argv = envargv;
+  }
   if (argc < 2)
     return usage();
   const char *mode = argv[1];
@@ -126,6 +180,7 @@ int main(int argc, char **argv) {
       return 5;
     fprintf(f, "%ld\n", (long)pid);
     fclose(f);
+    stg_notify("READY=1");
     return wait_term();
   }
   if (strcmp(mode, "never-ready") == 0)
@@ -147,6 +202,10 @@ int main(int argc, char **argv) {
     for (;;)
       pause();
   }
+  if (strcmp(mode, "ctl-send") == 0 && argc >= 4)
+    return ctl_send(argv[2], argv[3]);
+  if (strcmp(mode, "notify-send") == 0 && argc >= 3)
+    return stg_notify(argv[2]) == 0 ? 0 : 1;
   if (strcmp(mode, "partial-line") == 0 && argc >= 3) {
     write_all(argv[2], strlen(argv[2]));
     return 0;

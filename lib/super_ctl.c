@@ -1,0 +1,393 @@
+/* The control socket: newline-delimited JSON requests from the CLI.
+ * Protocol: docs/internals/control.md. */
+#include "super-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define MAX_REQUEST (64u * 1024u)        /* a longer line is refused */
+#define MAX_QUEUED (8u * 1024u * 1024u)  /* per-subscriber write queue cap */
+
+struct stg_ctl_conn_s {
+  stg_super_t *sup;
+  uv_pipe_t pipe;
+  uv_timer_t timer;      /* the timeout of a `wait` */
+  int open_handles;
+  bool closing;
+  bool shutting_down;    /* a final reply is being flushed */
+  bool waiting;          /* a `wait` request is pending */
+  bool logs_follow;
+  stg_logsub_t *sub;
+  char *buf;
+  size_t len;
+  stg_ctl_conn_t *next;
+};
+
+typedef struct {
+  uv_write_t req;
+  uv_buf_t buf;
+  char data[];
+} write_t;
+
+static void conn_close(stg_ctl_conn_t *c);
+
+static void on_write(uv_write_t *req, int status) {
+  write_t *w = container_of(req, write_t, req);
+  (void)status;
+  free(w);
+}
+
+/* Queue raw bytes (one or more whole lines). */
+static int conn_write(stg_ctl_conn_t *c, const char *data, size_t len) {
+  if (c->closing)
+    return UV_ECANCELED;
+  write_t *w = malloc(sizeof *w + len);
+  if (w == NULL)
+    return UV_ENOMEM;
+  memcpy(w->data, data, len);
+  w->buf = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &w->buf, 1, on_write);
+  if (rc < 0)
+    free(w);
+  return rc;
+}
+
+static void send_json(stg_ctl_conn_t *c, json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  if (s == NULL)
+    return;
+  size_t n = strlen(s);
+  char *line = realloc(s, n + 2);
+  if (line == NULL) {
+    free(s);
+    return;
+  }
+  line[n] = '\n';
+  line[n + 1] = '\0';
+  conn_write(c, line, n + 1);
+  free(line);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  stg_ctl_conn_t *c = h->data;
+  if (--c->open_handles > 0)
+    return;
+  stg_super_t *sup = c->sup;
+  for (stg_ctl_conn_t **pp = &sup->conns; *pp; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      break;
+    }
+  }
+  free(c->buf);
+  free(c);
+  stg__super_handle_closed(NULL);
+}
+
+static void conn_close(stg_ctl_conn_t *c) {
+  if (c->closing)
+    return;
+  c->closing = true;
+  if (c->sub) {
+    stg_logsub_cancel(c->sub);
+    c->sub = NULL;
+  }
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  stg_ctl_conn_t *c = req->data;
+  (void)status;
+  free(req);
+  conn_close(c);
+}
+
+/* Close once what was queued has been written. */
+static void conn_finish(stg_ctl_conn_t *c) {
+  if (c->closing || c->shutting_down)
+    return;
+  c->shutting_down = true;
+  uv_read_stop((uv_stream_t *)&c->pipe);
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (req == NULL || uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
+    free(req);
+    conn_close(c);
+    return;
+  }
+  req->data = c;
+}
+
+static void send_error(stg_ctl_conn_t *c, const char *code, const char *msg, bool fatal) {
+  send_json(c, json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code", code,
+                         "message", msg));
+  if (fatal)
+    conn_finish(c);
+}
+
+/* --- requests ---------------------------------------------------------------------- */
+
+static void on_wait_timeout(uv_timer_t *t) {
+  stg_ctl_conn_t *c = container_of(t, stg_ctl_conn_t, timer);
+  if (!c->waiting)
+    return;
+  c->waiting = false;
+  json_t *st = stg__super_status_json(c->sup);
+  json_object_set_new(st, "timeout", json_true());
+  send_json(c, st);
+}
+
+void stg__ctl_settled(stg_super_t *sup) {
+  for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
+    if (!c->waiting || c->closing)
+      continue;
+    c->waiting = false;
+    uv_timer_stop(&c->timer);
+    send_json(c, stg__super_status_json(sup));
+  }
+}
+
+static int log_deliver(void *user, const char *line, size_t len, bool must) {
+  stg_ctl_conn_t *c = user;
+  if (c->closing || c->shutting_down)
+    return UV_ECANCELED;
+  if (!must && uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) > MAX_QUEUED)
+    return UV_ENOBUFS;
+  int rc = conn_write(c, line, len);
+  if (rc == 0 && !c->logs_follow && len >= 6 && strncmp(line, "{\"end\"", 6) == 0)
+    conn_finish(c);
+  return rc < 0 ? rc : 0;
+}
+
+static void do_logs(stg_ctl_conn_t *c, json_t *req) {
+  json_t *tail = json_object_get(req, "tail");
+  json_t *follow = json_object_get(req, "follow");
+  json_t *comps = json_object_get(req, "components");
+  if ((tail && !json_is_integer(tail)) || (follow && !json_is_boolean(follow)) ||
+      (comps && !json_is_array(comps))) {
+    send_error(c, "bad_request", "logs: tail is a number, follow a boolean, "
+               "components an array of names", true);
+    return;
+  }
+  stg_logsub_options_t so;
+  memset(&so, 0, sizeof so);
+  json_int_t tl = tail ? json_integer_value(tail) : 100;
+  so.tail = tl < 0 ? 0 : (uint64_t)tl;
+  if (tl < 0) {
+    send_error(c, "bad_request", "logs: tail must not be negative", true);
+    return;
+  }
+  so.follow = follow ? json_is_true(follow) : false;
+  size_t i;
+  json_t *v;
+  const char *names[STG_COMP_COUNT + 1];
+  size_t n = 0;
+  json_array_foreach(comps, i, v) {
+    const char *name = json_string_value(v);
+    if (name == NULL || (stg_component_lookup(name) < 0 && strcmp(name, "supervisor") != 0)) {
+      send_error(c, "unknown_component", "logs: unknown component", true);
+      return;
+    }
+    if (n < STG_COMP_COUNT + 1)
+      names[n++] = name;
+  }
+  so.components = n ? names : NULL;
+  so.n_components = n;
+  so.deliver = log_deliver;
+  so.arg = c;
+  c->logs_follow = so.follow;
+  uv_read_stop((uv_stream_t *)&c->pipe); /* one request per logs connection */
+  int rc = stg_logstore_subscribe(c->sup->logs, &so, &c->sub);
+  if (rc < 0)
+    send_error(c, "internal", uv_strerror(rc), true);
+}
+
+static void handle_request(stg_ctl_conn_t *c, const char *line, size_t len) {
+  stg_super_t *sup = c->sup;
+  json_error_t jerr;
+  json_t *req = json_loadb(line, len, 0, &jerr);
+  if (req == NULL || !json_is_object(req)) {
+    char msg[300];
+    if (req == NULL)
+      snprintf(msg, sizeof msg, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+    else
+      snprintf(msg, sizeof msg, "expected a JSON object");
+    json_decref(req);
+    send_error(c, "bad_request", msg, true);
+    return;
+  }
+  const char *cmd = json_string_value(json_object_get(req, "cmd"));
+  if (cmd == NULL) {
+    send_error(c, "bad_request", "missing \"cmd\" (status, stop, restart, logs, wait)", true);
+  } else if (strcmp(cmd, "status") == 0) {
+    send_json(c, stg__super_status_json(sup));
+  } else if (strcmp(cmd, "stop") == 0) {
+    send_json(c, json_pack("{s:b}", "ok", 1));
+    /* This connection stays open until the supervisor exits. */
+    stg__super_stop(sup);
+  } else if (strcmp(cmd, "restart") == 0) {
+    json_t *comp = json_object_get(req, "component");
+    if (comp && !json_is_string(comp)) {
+      send_error(c, "bad_request", "restart: component is a name", true);
+    } else {
+      char err[256];
+      int rc = stg__super_restart(sup, comp ? json_string_value(comp) : NULL, err, sizeof err);
+      if (rc == 0)
+        send_json(c, json_pack("{s:b}", "ok", 1));
+      else
+        send_error(c, rc == UV_ENOENT ? "unknown_component"
+                      : rc == UV_ECANCELED ? "stopping" : "bad_request",
+                   err, false);
+    }
+  } else if (strcmp(cmd, "wait") == 0) {
+    json_t *t = json_object_get(req, "timeout_ms");
+    if (t && !json_is_integer(t)) {
+      send_error(c, "bad_request", "wait: timeout_ms is a number", true);
+    } else if (sup->state != SUP_STARTING && stg__super_settled(sup)) {
+      send_json(c, stg__super_status_json(sup));
+    } else {
+      c->waiting = true;
+      json_int_t ms = t ? json_integer_value(t) : 60000;
+      uv_timer_start(&c->timer, on_wait_timeout, ms < 0 ? 0 : (uint64_t)ms, 0);
+    }
+  } else if (strcmp(cmd, "logs") == 0) {
+    do_logs(c, req);
+  } else {
+    char msg[200];
+    snprintf(msg, sizeof msg, "unknown cmd '%.64s' (status, stop, restart, logs, wait)", cmd);
+    send_error(c, "bad_request", msg, true);
+  }
+  json_decref(req);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  stg_ctl_conn_t *c = h->data;
+  (void)suggested;
+  /* The buffer never holds more than one line's cap plus one read. */
+  size_t want = MAX_REQUEST + 4096;
+  if (c->buf == NULL)
+    c->buf = malloc(want);
+  if (c->buf == NULL) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init(c->buf + c->len, (unsigned)(want - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  stg_ctl_conn_t *c = s->data;
+  (void)buf;
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
+  c->len += (size_t)n;
+  size_t start = 0;
+  while (!c->closing && !c->shutting_down) {
+    char *nl = memchr(c->buf + start, '\n', c->len - start);
+    if (nl == NULL)
+      break;
+    size_t ll = (size_t)(nl - (c->buf + start));
+    if (ll > MAX_REQUEST) {
+      send_error(c, "too_long", "request line over 64 KiB", true);
+      return;
+    }
+    handle_request(c, c->buf + start, ll);
+    start += ll + 1;
+    if (c->sub)
+      return; /* a logs stream owns the connection now */
+  }
+  if (c->closing || c->shutting_down)
+    return;
+  memmove(c->buf, c->buf + start, c->len - start);
+  c->len -= start;
+  if (c->len > MAX_REQUEST)
+    send_error(c, "too_long", "request line over 64 KiB", true);
+}
+
+static bool peer_allowed(stg_ctl_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+    return false;
+#if defined(__linux__)
+  struct ucred uc;
+  socklen_t l = sizeof uc;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) != 0)
+    return false;
+  return uc.uid == getuid();
+#else
+  uid_t uid;
+  gid_t gid;
+  if (getpeereid(fd, &uid, &gid) != 0)
+    return false;
+  return uid == getuid();
+#endif
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  stg_super_t *sup = container_of((uv_pipe_t *)server, stg_super_t, ctl);
+  if (status < 0) {
+    stg_warn("control socket: %s", uv_strerror(status));
+    return;
+  }
+  stg_ctl_conn_t *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return;
+  c->sup = sup;
+  uv_pipe_init(sup->loop, &c->pipe, 0);
+  uv_timer_init(sup->loop, &c->timer);
+  c->pipe.data = c;
+  c->timer.data = c;
+  c->open_handles = 2;
+  c->next = sup->conns;
+  sup->conns = c;
+  if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
+    conn_close(c);
+    return;
+  }
+  if (!peer_allowed(c)) {
+    stg_warn("control socket: refused a connection from another user");
+    send_error(c, "forbidden", "this supervisor belongs to another user", true);
+    return;
+  }
+  if (sup->closing) {
+    conn_close(c);
+    return;
+  }
+  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+int stg__ctl_listen(stg_super_t *sup) {
+  uv_pipe_init(sup->loop, &sup->ctl, 0);
+  sup->ctl_listening = true;
+  unlink(sup->sock_path);
+  mode_t old = umask(0077);
+  int rc = uv_pipe_bind(&sup->ctl, sup->sock_path);
+  umask(old);
+  if (rc == 0)
+    rc = chmod(sup->sock_path, 0600) == 0 ? 0 : -errno;
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&sup->ctl, 64, on_connection);
+  if (rc != 0) {
+    stg_error("control socket %s: %s", sup->sock_path, uv_strerror(rc));
+    return rc;
+  }
+  return 0;
+}
+
+void stg__ctl_close_all(stg_super_t *sup) {
+  for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
+    if (c->sub) {
+      stg_logsub_cancel(c->sub);
+      c->sub = NULL;
+    }
+    conn_close(c);
+  }
+}
