@@ -19,6 +19,8 @@ typedef struct {
 static const command_t commands[] = {
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
     {"help", NULL, "help                   this text"},
+    /* Temporary, until `daemon logs` is wired in cmd_daemon.c: hidden. */
+    {"logs", stg_cli_daemon_logs, NULL},
     {"version", stg_cli_version, "version [--json]       versions of stigmer and its libraries"},
 };
 
