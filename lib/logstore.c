@@ -23,6 +23,7 @@
 #define NOTE_ROOM 96u        /* queue bytes a "dropped N lines" note needs */
 #define JSON_MAX (6u * STG_LOG_MAX_LINE + 1024u) /* a record's object, worst case */
 #define NAME_MAX_LEN 64
+#define CLOCK_STEP_US 1000000u /* a step back of the clock this big is believed */
 
 /* One record, shared by the ring (loop), the queue (writer) and delivery;
  * freed by whoever drops the last reference. */
@@ -483,9 +484,11 @@ static void emit(stg_logsrc_t *src, int pid, stg_log_stream_t stream, bool cont,
     s->queue_dropped++;
     return;
   }
+  /* Strictly increasing, so that the merge order is the capture order; but
+   * a clock set back by more than a second is followed, not outwaited. */
   uint64_t us = stg_log_now_us();
-  if (us <= s->last_us)
-    us = s->last_us + 1; /* strictly increasing: the merge order is capture order */
+  if (us <= s->last_us && s->last_us - us < CLOCK_STEP_US)
+    us = s->last_us + 1;
   s->last_us = us;
   r->us = us;
   r->seq = ++src->seq;
