@@ -15,8 +15,6 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-#define DEFAULT_MAX_SIZE (10u << 20)
-#define DEFAULT_KEEP 5u
 #define DEFAULT_QUEUE_CAP (4u << 20)
 #define DEFAULT_RING_CAP (1u << 20)
 #define REC_OVERHEAD 48u     /* queue bytes of a record beyond its text */
@@ -275,7 +273,8 @@ static void json_rec(gbuf_t *b, const rec_t *r) {
   gb_printf(b, ",\"pid\":%d,\"stream\":\"%s\",\"line\":", r->pid,
             stg_log_stream_name(r->stream, r->cont));
   gb_jstr(b, r->text, r->len);
-  gb_put(b, "}\n", 2);
+  gb_put(b, "}\n", 3); /* and a NUL, not counted */
+  b->len--;
 }
 
 static void json_gap(gbuf_t *b, const gap_t *g) {
@@ -284,6 +283,8 @@ static void json_gap(gbuf_t *b, const gap_t *g) {
   gb_jstr(b, g->src->name, strlen(g->src->name));
   gb_printf(b, ",\"ts\":\"%s\",\"us\":%llu}\n", stg_log_format_ts(g->first_us, ts),
             (unsigned long long)g->first_us);
+  gb_put(b, "", 1); /* a NUL, not counted */
+  b->len--;
 }
 
 /* --- delivery -------------------------------------------------------------- */
@@ -964,10 +965,7 @@ static void on_async(uv_async_t *a) {
 int stg_logstore_init(uv_loop_t *loop, const stg_logstore_options_t *o,
                       stg_logstore_t **out) {
   *out = NULL;
-  stg_logstore_options_t def = {NULL, DEFAULT_MAX_SIZE, DEFAULT_KEEP, 0, 0};
-  if (o == NULL)
-    o = &def;
-  if (o->dir == NULL)
+  if (o == NULL || o->dir == NULL)
     return UV_EINVAL;
   if (mkdir(o->dir, 0700) != 0 && errno != EEXIST)
     return -errno;

@@ -23,13 +23,13 @@ typedef struct stg_logsrc_s stg_logsrc_t;     /* one per component name */
 typedef struct stg_logsub_s stg_logsub_t;     /* one per subscriber */
 
 typedef struct {
-  const char *dir;  /* the logs directory (copied); created (mode 0700) if
-                       missing, its parent must exist */
+  const char *dir;   /* the logs directory (copied); created (mode 0700) if
+                        missing, its parent must exist. Required. */
   uint64_t max_size; /* rotate <c>.log before a record would take it past
-                        this many bytes; 0: never rotate; default (when the
-                        whole struct is NULL): 10 MiB */
+                        this many bytes; 0: never rotate ([logs] max_size,
+                        10MiB by default) */
   unsigned keep;     /* rotated files kept, <c>.log.1 .. .keep; 0: none (the
-                        full file is deleted); default 5 */
+                        full file is deleted) ([logs] keep, 5 by default) */
   size_t queue_cap;  /* bytes of records waiting for the writer thread; past
                         it records are dropped from the files and counted.
                         A record always fits an empty queue. 0: 4 MiB */
@@ -37,10 +37,9 @@ typedef struct {
                         component, for a subscriber's tail. 0: 1 MiB */
 } stg_logstore_options_t;
 
-/* Creates the store and starts its writer thread. o may be NULL for the
- * defaults. Returns 0 and *out, or a negative error. The store holds a
- * uv_async handle (the writer thread's way back to the loop) until
- * stg_logstore_close has finished. */
+/* Creates the store and starts its writer thread. Returns 0 and *out, or
+ * a negative error. The store holds a uv_async handle (the writer thread's
+ * way back to the loop) until stg_logstore_close has finished. */
 int stg_logstore_init(uv_loop_t *loop, const stg_logstore_options_t *o,
                       stg_logstore_t **out);
 
@@ -97,14 +96,15 @@ void stg_logsrc_note(stg_logsrc_t *src, const char *fmt, ...)
 
 /* --- subscribers ------------------------------------------------------------- */
 
-/* Gets one JSON object, newline-terminated (line[len - 1] == '\n'). The
- * text is only valid during the call. When must is false the callback may
- * refuse by returning UV_ENOBUFS (its queue is full): the store then counts
- * the record as not delivered, and later delivers a {"gap":N,...} object
- * before the next record it delivers. When must is true (gap and end
- * objects, and the record right after a gap) it has to take the line; its
- * return value is ignored. Any other return is treated as 0. The callback
- * may call stg_logsub_cancel on its own subscription. */
+/* Gets one JSON object, newline-terminated (line[len - 1] == '\n', and
+ * line[len] == '\0'), valid only during the call. When must is false the
+ * callback may refuse it by returning UV_ENOBUFS (its queue is full): the
+ * store then counts the record as not delivered to this subscriber, and
+ * delivers a {"gap":N,...} object before the next record it delivers. When
+ * must is true (gap and end objects, and the record right after a gap) it
+ * has to take the line; its return value is ignored. Any other return is
+ * treated as 0. The callback may call stg_logsub_cancel (on any
+ * subscription); it must not feed, note into, or close the store. */
 typedef int (*stg_logsub_deliver_cb)(void *arg, const char *line, size_t len,
                                      bool must);
 

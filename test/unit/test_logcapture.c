@@ -103,7 +103,7 @@ static int count_deliver(void *arg, const char *line, size_t len, bool must) {
   (void)arg;
   (void)must;
   (void)len;
-  if (strstr(line, "\"stream\":\"out\"") != NULL)
+  if (memmem(line, len, "\"stream\":\"out\"", 14) != NULL)
     outs++;
   return 0;
 }
