@@ -81,12 +81,13 @@ static unsigned long long proc_start_ticks(int pid) {
   char *p = strrchr(buf, ')'); /* the command may contain spaces */
   if (p == NULL)
     return 0;
-  p++;
-  /* after ")": field 3 is state; start time is field 22 */
-  for (int field = 2; field < 22 && p; field++) {
-    p = strchr(p + 1, ' ');
-  }
-  return p ? strtoull(p + 1, NULL, 10) : 0;
+  /* After ")": field 3 (the state), 4, ...; the start time is field 22,
+   * the 20th token. */
+  char *save = NULL;
+  char *tok = strtok_r(p + 1, " ", &save);
+  for (int field = 3; field < 22 && tok; field++)
+    tok = strtok_r(NULL, " ", &save);
+  return tok ? strtoull(tok, NULL, 10) : 0;
 #else
   (void)pid;
   return 0;

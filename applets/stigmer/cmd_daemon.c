@@ -274,8 +274,15 @@ static int spawn_supervisor(stg_cli_t *cli, stg_config_t *cfg) {
   /* It exited before listening: why? */
   int st = 0;
   waitpid(pid, &st, 0);
-  if (WIFEXITED(st) && WEXITSTATUS(st) == 1 && running(cfg))
-    return 1; /* another supervisor won the race */
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 1) {
+    /* Another supervisor may hold the lock and be about to listen. */
+    for (int i = 0; i < 500; i++) {
+      if (running(cfg))
+        return 1;
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
   fprintf(stderr, "stigmer: the supervisor did not start (%s %d); its log %s says:\n",
           WIFEXITED(st) ? "exit status" : "signal",
           WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), logfile);

@@ -111,11 +111,32 @@ stack_procs() {
 		[ "$p" = "$$" ] || [ "$p" = "$BASHPID" ] && continue
 		if { tr "\0" "\n" <"$e"; } 2>/dev/null | grep -qxF "STIGMER_HOME=$STIGMER_HOME" &&
 			{ tr "\0" "\n" <"$e"; } 2>/dev/null | grep -q "^STIGMER_COMPONENT="; then
-			echo "$p"
+			alive "$p" && echo "$p"
 		elif { tr "\0" " " <"/proc/$p/cmdline"; } 2>/dev/null | grep -q "agent-runner-supervisor --home $STIGMER_HOME "; then
 			echo "$p"
 		fi
 	done
+}
+
+# Live processes of this stack that are component NAME (or its children).
+comp_procs() {
+	local e p
+	for e in /proc/[0-9]*/environ; do
+		p=${e#/proc/}
+		p=${p%/environ}
+		if { tr "\0" "\n" <"$e"; } 2>/dev/null | grep -qxF "STIGMER_HOME=$STIGMER_HOME" &&
+			{ tr "\0" "\n" <"$e"; } 2>/dev/null | grep -qxF "STIGMER_COMPONENT=$1"; then
+			echo "$p"
+		fi
+	done
+}
+
+# alive PID: the process exists and is not a zombie (a zombie whose parent
+# is an init that does not reap is dead for our purposes).
+alive() {
+	local st
+	st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
 }
 
 # Zombie children of a process.

@@ -15,8 +15,7 @@ n=$(pgrep -fc "agent-runner-supervisor --home $STIGMER_HOME ")
 expect_eq "$n" 1 "supervisors"
 expect_eq "$(comp agent-runner state)" ready
 expect_eq "$(comp agent-runner restarts)" 0 restarts
-n=$(pgrep -fc "$STG_TEST_HELPER")
-expect_eq "$n" 1 "agent-runners"
+expect_eq "$(comp_procs agent-runner | wc -l)" 1 "agent-runners"
 run "$STIGMER_BIN" daemon stop
 expect_rc 0
 expect_no_stack

@@ -11,12 +11,12 @@ child=$(comp agent-runner pid)
 wait_for 5 test -s "$T/gc.pid"
 gc=$(cat "$T/gc.pid")
 kill -9 "$old_sup"
-wait_for 5 sh -c "! kill -0 $old_sup 2>/dev/null"
+wait_for 5 sh -c "! kill -0 $old_sup 2>/dev/null || grep -q '^[0-9]* ([^)]*) Z' /proc/$old_sup/stat"
 rm -f "$T/gc.pid"
 run "$STIGMER_BIN" daemon start
 expect_rc 0
-kill -0 "$child" 2>/dev/null && fail "old child survived" || pass
-kill -0 "$gc" 2>/dev/null && fail "old grandchild survived" || pass
+alive "$child" && fail "old child survived" || pass
+alive "$gc" && fail "old grandchild survived" || pass
 expect_in "$(cat "$STIGMER_HOME/logs/supervisor.log")" "leftover"
 run "$STIGMER_BIN" daemon stop
 expect_no_stack
@@ -29,15 +29,17 @@ sleep 1000 &
 victim=$!
 STG_BG_PIDS="$victim"
 kill -9 "$sup"
-wait_for 5 sh -c "! kill -0 $sup 2>/dev/null"
+wait_for 5 sh -c "! kill -0 $sup 2>/dev/null || grep -q '^[0-9]* ([^)]*) Z' /proc/$sup/stat"
 # Plant the victim as if it were the old agent-runner (its start time
 # differs from the recorded one), and as a session leader's pid.
-printf '[{"component":"agent-runner","pid":%d,"start_time":1}]' "$victim" >"$STIGMER_HOME/run/children.json"
+jq -c --argjson v "$victim" '. + [{"component":"workflow-runner","pid":$v,"start_time":1}]' \
+	"$STIGMER_HOME/run/children.json" >"$T/children.json"
+mv "$T/children.json" "$STIGMER_HOME/run/children.json"
 run "$STIGMER_BIN" daemon start
 expect_rc 0
-kill -0 "$victim" 2>/dev/null && pass || fail "unrelated process was killed"
+alive "$victim" && pass || fail "unrelated process was killed"
 run "$STIGMER_BIN" daemon stop
-kill -0 "$victim" 2>/dev/null && pass || fail "unrelated process killed at stop"
+alive "$victim" && pass || fail "unrelated process killed at stop"
 kill "$victim"
 expect_no_stack
 

@@ -13,13 +13,13 @@ expect_rc 0
 child=$(comp agent-runner pid)
 wait_for 5 test -s "$T/gc.pid"
 gc=$(cat "$T/gc.pid")
-kill -0 "$gc" && pass || fail "no grandchild"
+alive "$gc" && pass || fail "no grandchild"
 expect_eq "$(ps -o pgid= -p "$gc" | tr -d ' ')" "$child" "grandchild in the child's group"
 expect_eq "$(ps -o pgid= -p "$child" | tr -d ' ')" "$child" "child leads its group"
 run "$STIGMER_BIN" daemon stop
 expect_rc 0
-kill -0 "$gc" 2>/dev/null && fail "grandchild survived" || pass
-kill -0 "$child" 2>/dev/null && fail "child survived" || pass
+alive "$gc" && fail "grandchild survived" || pass
+alive "$child" && fail "child survived" || pass
 expect_in "$(cat "$STIGMER_HOME/logs/agent-runner.log")" "sending SIGKILL to process group $child"
 expect_no_stack
 
@@ -30,7 +30,7 @@ expect_rc 0
 child=$(comp agent-runner pid)
 run "$STIGMER_BIN" daemon stop
 expect_rc 0
-kill -0 "$child" 2>/dev/null && fail "child survived" || pass
+alive "$child" && fail "child survived" || pass
 expect_eq "$(grep -c 'started (pid' "$STIGMER_HOME/logs/agent-runner.log")" 2 "no restart while stopping (one start per case)"
 expect_no_stack
 

@@ -81,14 +81,14 @@ rm "$L/agent-runner.log"
 
 case_ "colours on a terminal only; NO_COLOR and --no-color respected"
 if script -qec true /dev/null >/dev/null 2>&1; then
-	tty_out=$(script -qec "$STIGMER_BIN $LOGS -n 1 server" /dev/null </dev/null)
+	tty_out=$(script -qec "$STIGMER_BIN daemon logs -n 1 server" /dev/null </dev/null)
 	expect_in "$tty_out" $'\033[36mserver\033[0m | s4'
-	tty_out=$(script -qec "$STIGMER_BIN $LOGS -n 1" /dev/null </dev/null)
+	tty_out=$(script -qec "$STIGMER_BIN daemon logs -n 1" /dev/null </dev/null)
 	expect_in "$tty_out" $'\033[35mworkflow-runner\033[0m | w2'
-	tty_out=$(script -qec "$STIGMER_BIN $LOGS --no-color -n 1 server" /dev/null </dev/null)
+	tty_out=$(script -qec "$STIGMER_BIN daemon logs --no-color -n 1 server" /dev/null </dev/null)
 	expect_not_in "$tty_out" $'\033'
 	expect_in "$tty_out" "server | s4"
-	tty_out=$(NO_COLOR=1 script -qec "$STIGMER_BIN $LOGS -n 1 server" /dev/null </dev/null)
+	tty_out=$(NO_COLOR=1 script -qec "$STIGMER_BIN daemon logs -n 1 server" /dev/null </dev/null)
 	expect_not_in "$tty_out" $'\033'
 else
 	echo "skipped: no script(1) to make a terminal"
