@@ -32,5 +32,6 @@ typedef int (*stg_cli_cmd_fn)(stg_cli_t *cli, int argc, char **argv);
 
 int stg_cli_version(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_config_cmd(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
 
 #endif

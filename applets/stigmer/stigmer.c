@@ -17,6 +17,8 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
+    {"agent-runner", stg_cli_agent_runner,
+     "agent-runner status|path|extract|install PATH|reset   the agent-runner binary"},
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
     {"help", NULL, "help                   this text"},
     {"version", stg_cli_version, "version [--json]       versions of stigmer and its libraries"},
