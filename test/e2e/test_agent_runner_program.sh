@@ -124,4 +124,6 @@ STIGMER_SERVER_ADDR=nonsense "$AR" 2>"$T/ar7.err" && rc=0 || rc=$?
 expect_eq "$rc" 2 "exit status"
 expect_in "$(cat "$T/ar7.err")" "expected host:port"
 
+for p in $STG_BG_PIDS; do stop_bg "$p"; done
+STG_BG_PIDS=""
 finish
