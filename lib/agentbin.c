@@ -301,13 +301,12 @@ static int atomic_write(const char *dir, const char *final, const char *tmp_name
   char tmp[4096 + 64];
   if ((size_t)snprintf(tmp, sizeof tmp, "%s/%sXXXXXX", dir, tmp_name) >= sizeof tmp)
     return UV_ENAMETOOLONG;
-  int fd = mkstemp(tmp);
+  int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) {
     int rc = -errno;
     fmt(desc, desclen, "create a temp file in %s: %s", dir, uv_strerror(rc));
     return rc;
   }
-  (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
   bool renamed = false;
   const char *what = "write";
   int rc = 0;

@@ -54,6 +54,8 @@ typedef struct {
   uv_timer_t watchdog;     /* WATCHDOG=1 pings */
   uv_timer_t ppid_check;   /* non-Linux parent check */
   uv_getaddrinfo_t gai;    /* resolving the server's host */
+  struct addrinfo *ai;     /* its addresses, during an attempt */
+  struct addrinfo *cur;    /* the one being tried */
   uv_tcp_t tcp;            /* the health-check connection */
   uv_connect_t connect;
   uv_write_t write;
@@ -67,6 +69,7 @@ typedef struct {
   uint64_t watchdog_ms;    /* ping interval, 0 for none */
   bool resolving;          /* gai in flight */
   bool tcp_open;           /* tcp initialised and not yet closed */
+  bool next_addr;          /* once tcp is closed, try r->cur (the next address) */
   bool attempt_over;       /* this attempt's outcome was reported */
   bool ready;              /* READY=1 sent */
   bool stopping;
@@ -145,11 +148,25 @@ static void schedule_retry(runner_t *r) {
   uv_timer_start(&r->retry, on_retry, d, 0);
 }
 
+static void connect_cur(runner_t *r);
+
 static void on_tcp_closed(uv_handle_t *h) {
   runner_t *r = container_of((uv_tcp_t *)h, runner_t, tcp);
   r->tcp_open = false;
+  if (r->next_addr && !r->attempt_over && !r->stopping) {
+    r->next_addr = false;
+    connect_cur(r);
+    return;
+  }
+  r->next_addr = false;
   if (!r->ready)
     schedule_retry(r);
+}
+
+static void free_addrs(runner_t *r) {
+  if (r->ai != NULL)
+    uv_freeaddrinfo(r->ai);
+  r->ai = r->cur = NULL;
 }
 
 static void become_ready(runner_t *r) {
@@ -172,6 +189,7 @@ static void attempt_end(runner_t *r, bool ok, const char *fmt, ...) {
     return;
   r->attempt_over = true;
   uv_timer_stop(&r->deadline);
+  free_addrs(r);
   if (ok) {
     become_ready(r);
   } else {
@@ -186,6 +204,8 @@ static void attempt_end(runner_t *r, bool ok, const char *fmt, ...) {
   if (r->tcp_open) {
     if (!uv_is_closing((uv_handle_t *)&r->tcp))
       uv_close((uv_handle_t *)&r->tcp, on_tcp_closed);
+  } else if (r->resolving) {
+    uv_cancel((uv_req_t *)&r->gai); /* on_resolved schedules the retry */
   } else if (!ok) {
     schedule_retry(r);
   }
@@ -264,6 +284,15 @@ static void on_connect(uv_connect_t *c, int status) {
   if (status == UV_ECANCELED)
     return;
   if (status < 0) {
+    if (r->cur != NULL && r->cur->ai_next != NULL) {
+      /* Another address of the host, e.g. 127.0.0.1 after ::1. */
+      stg_debug("connect %s:%s: %s; trying its next address", r->host, r->port,
+                uv_strerror(status));
+      r->cur = r->cur->ai_next;
+      r->next_addr = true;
+      uv_close((uv_handle_t *)&r->tcp, on_tcp_closed);
+      return;
+    }
     attempt_end(r, false, "connect: %s", uv_strerror(status));
     return;
   }
@@ -279,20 +308,29 @@ static void on_connect(uv_connect_t *c, int status) {
 static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai) {
   runner_t *r = container_of(g, runner_t, gai);
   r->resolving = false;
-  if (status == UV_EAI_CANCELED || r->stopping) {
+  if (r->stopping) {
     uv_freeaddrinfo(ai);
+    return;
+  }
+  if (r->attempt_over) { /* timed out while resolving */
+    uv_freeaddrinfo(ai);
+    schedule_retry(r);
     return;
   }
   if (status < 0) {
     attempt_end(r, false, "resolve %s: %s", r->host, uv_strerror(status));
     return;
   }
+  r->ai = r->cur = ai;
+  connect_cur(r);
+}
+
+static void connect_cur(runner_t *r) {
   int rc = uv_tcp_init(r->loop, &r->tcp);
   if (rc == 0) {
     r->tcp_open = true;
-    rc = uv_tcp_connect(&r->connect, &r->tcp, ai->ai_addr, on_connect);
+    rc = uv_tcp_connect(&r->connect, &r->tcp, r->cur->ai_addr, on_connect);
   }
-  uv_freeaddrinfo(ai);
   if (rc < 0)
     attempt_end(r, false, "connect: %s", uv_strerror(rc));
 }
@@ -459,6 +497,7 @@ int main(int argc, char **argv) {
 
   attempt_start(&r);
   uv_run(r.loop, UV_RUN_DEFAULT);
+  free_addrs(&r);
   rc = uv_loop_close(r.loop);
   if (rc != 0) {
     stg_error("close the loop: %s", uv_strerror(rc));

@@ -60,6 +60,17 @@ if [ "$embedded_origin" = none ]; then
 	expect_in "$out" "needs a fetch"
 	run "$STIGMER_BIN" agent-runner extract
 	expect_rc 3
+	case_ "slim build: install pins, reset leaves it for a fetch"
+	run "$STIGMER_BIN" agent-runner install "$H"
+	expect_rc 0
+	run "$STIGMER_BIN" agent-runner status --json
+	expect_rc 0
+	expect_eq "$(printf '%s' "$out" | jq -r '.pinned, .embedded.origin' | tr '\n' ' ')" \
+		"true none " "pinned, embedded"
+	run "$STIGMER_BIN" agent-runner reset
+	expect_rc 3
+	expect_in "$out" "needs a fetch"
+	[ ! -e "$BIN" ] && [ ! -e "$REC" ] && pass || fail "reset left files"
 	finish
 	exit $?
 fi

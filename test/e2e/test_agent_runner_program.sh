@@ -56,9 +56,9 @@ expect_in "$log" "watchdog: sending WATCHDOG=1 every 100 ms"
 expect_in "$log" "SIGTERM: exiting"
 expect_in "$(cat "$T/n1.msgs")" "STOPPING=1"
 
-case_ "no WATCHDOG_USEC: no pings"
+case_ "no WATCHDOG_USEC: no pings; a host name (every address tried)"
 start_notify n2
-STIGMER_SERVER_ADDR=127.0.0.1:$port NOTIFY_SOCKET=$T/n2.sock "$AR" 2>"$T/ar2.err" &
+STIGMER_SERVER_ADDR=localhost:$port NOTIFY_SOCKET=$T/n2.sock "$AR" 2>"$T/ar2.err" &
 ar=$!
 wait_for 20 grep -qx READY=1 "$T/n2.msgs" && pass || fail "no READY=1: $(cat "$T/ar2.err")"
 kill -TERM "$ar"
