@@ -60,7 +60,8 @@ build-agent-runner: deps $(BUILD)/CMakeCache.txt
 # build's own stigmer (STIGMER_HOME or --home pick the home as usual).
 install-agent-runner: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS) --target stigmer agent-runner
-	$(BUILD)/stigmer agent-runner install $(BUILD)/agent-runner
+	$(BUILD)/stigmer agent-runner install $(BUILD)/agent-runner \
+	  --version "reference-$$($(BUILD)/stigmer version | sed -n '1s/^stigmer //p')"
 
 # The CLI as a release would build it, embedding the agent-runner already
 # built (by build-agent-runner) instead of building the reference again.

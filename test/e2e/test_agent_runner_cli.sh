@@ -137,6 +137,20 @@ expect_rc 0
 expect_in "$out" "binary changed on disk"
 expect_eq "$(sha "$BIN")" "$embedded_sha" "sha256"
 
+case_ "concurrent extracts serialise on the lock"
+rm -f "$BIN" "$REC"
+pids=""
+for i in 1 2 3 4; do
+	"$STIGMER_BIN" agent-runner extract >"$T/cx$i.out" 2>&1 &
+	pids="$pids $!"
+done
+n_ok=0
+for p in $pids; do wait "$p" && n_ok=$((n_ok + 1)); done
+expect_eq "$n_ok" 4 "extracts that succeeded"
+expect_eq "$(cat "$T"/cx*.out | grep -c 'extracted the embedded')" 1 "extractions"
+expect_eq "$(sha "$BIN")" "$embedded_sha" "sha256"
+ls -a "$STIGMER_HOME/bin" | grep -q 'tmp-' && fail "temp file left" || pass
+
 case_ "install pins a hand-built binary"
 run "$STIGMER_BIN" agent-runner install "$H" --version my-build-1
 expect_rc 0
