@@ -567,8 +567,10 @@ static int evaluate(const stg_config_t *cfg, const stg_agentbin_payload_t *pl, b
   rc = record_read(p.record, &st->record, st->record_error, sizeof st->record_error);
   if (rc == 0)
     st->have_record = true;
-  else if (rc != UV_ENOENT && rc != UV_EINVAL)
+  else if (rc != UV_ENOENT && rc != UV_EINVAL) {
+    fmt(st->plan, sizeof st->plan, "%s", st->record_error);
     return rc;
+  }
   st->pinned = st->have_record && strcmp(st->record.origin, "installed") == 0;
 
   if (stat(p.bin, &fst) == 0) {
