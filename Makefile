@@ -3,13 +3,15 @@
 
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_REL  ?= build-release
 JOBS       ?= 2
 CMAKE_ARGS ?=
 CTEST_ARGS ?=
 
 CMAKE_COMMON = -DSTIGMER_WERROR=ON $(CMAKE_ARGS)
 
-.PHONY: all deps build build-san test test-fast test-san run clean help
+.PHONY: all deps build build-san test test-fast test-san run clean help \
+	build-agent-runner install-agent-runner release-local release-local-full
 
 all: build
 
@@ -18,6 +20,11 @@ help:
 	@echo "make build   configure and build into $(BUILD)/"
 	@echo "make test    deps, build, every test, then every test again under ASan+UBSan"
 	@echo "make clean   remove the build directories (not the dependency cache)"
+	@echo "make build-agent-runner    build the reference agent-runner ($(BUILD)/agent-runner)"
+	@echo "make install-agent-runner  build it and pin it: stigmer agent-runner install"
+	@echo "make release-local         Release build of the CLI in $(BUILD_REL)/, embedding"
+	@echo "                           the agent-runner already built in $(BUILD)/"
+	@echo "make release-local-full    build-agent-runner, then release-local"
 
 deps:
 	@sh third_party/deps.sh
@@ -44,8 +51,35 @@ test-san: build-san
 
 test: test-fast test-san
 
+# --- the agent-runner (docs/agent-runner.md) ---------------------------------
+
+build-agent-runner: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target agent-runner
+
+# Pins the freshly built reference agent-runner into $$STIGMER_HOME with the
+# build's own stigmer (STIGMER_HOME or --home pick the home as usual).
+install-agent-runner: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target stigmer agent-runner
+	$(BUILD)/stigmer agent-runner install $(BUILD)/agent-runner \
+	  --version "reference-$$($(BUILD)/stigmer version | sed -n '1s/^stigmer //p')"
+
+# The CLI as a release would build it, embedding the agent-runner already
+# built (by build-agent-runner) instead of building the reference again.
+# Warnings are not errors here: -O3 brings false positives that the
+# checked builds (build, build-san) do not see.
+release-local: deps
+	@test -x $(BUILD)/agent-runner || { \
+	  echo "$(BUILD)/agent-runner is missing: run 'make build-agent-runner' first" >&2; exit 1; }
+	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+	  -DSTIGMER_AGENT_RUNNER=$(abspath $(BUILD)/agent-runner) -DSTIGMER_WERROR=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_REL) -j $(JOBS) --target stigmer
+	@$(BUILD_REL)/stigmer version | tail -n 1
+
+release-local-full: build-agent-runner
+	$(MAKE) release-local
+
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL)
 
 # The stack in the foreground with its merged, coloured logs; Ctrl-C stops it.
 run: build

@@ -637,9 +637,14 @@ static void format_origin(const stg_config_t *cfg, const origin_t *o,
   case STG_ORIGIN_DEFAULT:
     snprintf(buf, len, "default");
     break;
-  case STG_ORIGIN_INHERITED:
-    snprintf(buf, len, "from [%.*s]", (int)(strchr(inherit, '.') - inherit), inherit);
+  case STG_ORIGIN_INHERITED: {
+    const char *dot = inherit ? strchr(inherit, '.') : NULL;
+    if (dot)
+      snprintf(buf, len, "from [%.*s]", (int)(dot - inherit), inherit);
+    else
+      snprintf(buf, len, "inherited");
     break;
+  }
   case STG_ORIGIN_FILE:
     snprintf(buf, len, "%s:%d", cfg->file, o->line);
     break;

@@ -29,10 +29,7 @@
 #include <sys/prctl.h>
 #endif
 
-#if __has_include("agentbin.h")
 #include "agentbin.h"
-#define HAVE_AGENTBIN 1
-#endif
 
 #include "log.h"
 #include "notify.h"
@@ -456,12 +453,11 @@ static void free_env(char **envp) {
  * why), or a negative error. */
 static int agent_program(stg_comp_t *c, bool full_check) {
   const stg_config_t *cfg = c->sup->cfg;
-#ifdef HAVE_AGENTBIN
   stg_agentbin_state_t st;
-  char desc[512] = "";
-  stg_agentbin_ensure_options_t eo = {full_check};
-  int rc = stg_agentbin_ensure(cfg, &eo, c->program, sizeof c->program, &st, desc,
-                               sizeof desc);
+  char desc[1024] = "";
+  stg_agentbin_options_t eo = {full_check ? STG_AGENTBIN_FULL_CHECK : 0, NULL};
+  int rc = stg_agentbin_ensure_ex(cfg, &eo, c->program, sizeof c->program, &st, desc,
+                                  sizeof desc);
   if (rc < 0) {
     snprintf(c->reason, sizeof c->reason, "%s", desc[0] ? desc : uv_strerror(rc));
     return rc;
@@ -473,18 +469,6 @@ static int agent_program(stg_comp_t *c, bool full_check) {
     return 1;
   }
   return 0;
-#else
-  (void)full_check;
-  if (cfg->agent_runner.path && cfg->agent_runner.path[0])
-    snprintf(c->program, sizeof c->program, "%s", cfg->agent_runner.path);
-  else
-    stg_config_path(cfg, "bin/agent-runner", c->program, sizeof c->program);
-  if (access(c->program, X_OK) != 0) {
-    snprintf(c->reason, sizeof c->reason, "%s: %s", c->program, strerror(errno));
-    return 1;
-  }
-  return 0;
-#endif
 }
 
 static void timer_arm(stg_comp_t *c, stg_timer_reason_t why, uint64_t ms);

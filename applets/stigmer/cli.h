@@ -36,5 +36,6 @@ int stg_cli_daemon(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_server(stg_cli_t *cli, int argc, char **argv);
 /* `stigmer daemon logs ...` (cmd_logs.c); argv[0] is "logs". */
 int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
 
 #endif

@@ -17,6 +17,8 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
+    {"agent-runner", stg_cli_agent_runner,
+     "agent-runner status|path|extract|install PATH|reset   the agent-runner binary"},
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
     {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run\n"
                                "                         the stack in the background (docs/daemon.md)"},

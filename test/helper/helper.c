@@ -20,12 +20,26 @@
  * Without arguments, the mode and its arguments come from the environment
  * variable STG_HELPER_MODE (split at spaces), so that the helper can stand
  * in for the agent-runner, which the supervisor runs without arguments.
+ *   http-ok PORT [PORTFILE [STATUS]]
+ *                           serve STATUS (default 200) to every HTTP request
+ *                           on 127.0.0.1:PORT (0: any free port, written to
+ *                           PORTFILE once listening); print each request
+ *                           line to stdout; exit 0 on SIGTERM
+ *   notify-recv SOCKPATH OUTFILE
+ *                           receive sd_notify datagrams on the unix socket
+ *                           SOCKPATH, append each to OUTFILE as a line
+ *                           (OUTFILE is created once bound); exit 0 on SIGTERM
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -96,6 +110,119 @@ static int ctl_send(const char *sock, const char *file) {
     write_all(buf, (size_t)r);
   close(fd);
   return r < 0 ? 3 : 0;
+/* SIGTERM interrupts blocking accept() and recv() (no SA_RESTART). */
+static void term_interrupts(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Writes text to path through a temp file and a rename: readers see all or
+ * nothing. */
+static int write_file_atomic(const char *path, const char *text) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (f == NULL)
+    return -1;
+  fputs(text, f);
+  if (fclose(f) != 0)
+    return -1;
+  return rename(tmp, path);
+}
+
+static int http_ok(int argc, char **argv) {
+  int port = atoi(argv[2]);
+  const char *portfile = argc >= 4 ? argv[3] : NULL;
+  int status = argc >= 5 ? atoi(argv[4]) : 200;
+  term_interrupts();
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (ls < 0)
+    return 4;
+  int one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(ls, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(ls, 16) != 0) {
+    fprintf(stderr, "http-ok: bind/listen 127.0.0.1:%d: %s\n", port, strerror(errno));
+    return 5;
+  }
+  socklen_t sl = sizeof sa;
+  getsockname(ls, (struct sockaddr *)&sa, &sl);
+  if (portfile != NULL) {
+    char text[32];
+    snprintf(text, sizeof text, "%d\n", ntohs(sa.sin_port));
+    if (write_file_atomic(portfile, text) != 0)
+      return 6;
+  }
+  while (!got_term) {
+    int c = accept(ls, NULL, NULL);
+    if (c < 0)
+      continue; /* EINTR on SIGTERM: the loop condition ends it */
+    char req[8192];
+    size_t len = 0;
+    while (len < sizeof req - 1) {
+      ssize_t n = read(c, req + len, sizeof req - 1 - len);
+      if (n <= 0)
+        break;
+      len += (size_t)n;
+      req[len] = '\0';
+      if (strstr(req, "\r\n\r\n") != NULL)
+        break;
+    }
+    req[len] = '\0';
+    req[strcspn(req, "\r\n")] = '\0';
+    printf("request: %s\n", req);
+    fflush(stdout);
+    char resp[256];
+    int m = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+                     "Connection: close\r\n\r\nok\n",
+                     status, status == 200 ? "OK" : "Not OK");
+    ssize_t w = write(c, resp, (size_t)m);
+    (void)w;
+    close(c);
+  }
+  close(ls);
+  return 0;
+}
+
+static int notify_recv(const char *sockpath, const char *outfile) {
+  term_interrupts();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 4;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  if (strlen(sockpath) >= sizeof sa.sun_path)
+    return 5;
+  strcpy(sa.sun_path, sockpath);
+  unlink(sockpath);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    fprintf(stderr, "notify-recv: bind %s: %s\n", sockpath, strerror(errno));
+    return 5;
+  }
+  int out = open(outfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (out < 0)
+    return 6;
+  while (!got_term) {
+    char buf[4097];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n < 0)
+      continue; /* EINTR on SIGTERM */
+    buf[n++] = '\n';
+    ssize_t w = write(out, buf, (size_t)n);
+    (void)w;
+  }
+  close(out);
+  close(fd);
+  unlink(sockpath);
+  return 0;
 }
 
 static int usage(void) {
@@ -206,6 +333,10 @@ int main(int argc, char **argv) {
     return ctl_send(argv[2], argv[3]);
   if (strcmp(mode, "notify-send") == 0 && argc >= 3)
     return stg_notify(argv[2]) == 0 ? 0 : 1;
+  if (strcmp(mode, "http-ok") == 0 && argc >= 3)
+    return http_ok(argc, argv);
+  if (strcmp(mode, "notify-recv") == 0 && argc >= 4)
+    return notify_recv(argv[2], argv[3]);
   if (strcmp(mode, "partial-line") == 0 && argc >= 3) {
     write_all(argv[2], strlen(argv[2]));
     return 0;
