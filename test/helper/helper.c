@@ -110,6 +110,8 @@ static int ctl_send(const char *sock, const char *file) {
     write_all(buf, (size_t)r);
   close(fd);
   return r < 0 ? 3 : 0;
+}
+
 /* SIGTERM interrupts blocking accept() and recv() (no SA_RESTART). */
 static void term_interrupts(void) {
   struct sigaction sa;
