@@ -453,7 +453,8 @@ static int conn_write(stg_http_conn_t *c, int status, const char *ctype, const c
     return UV_ENOMEM;
   }
   memcpy(out, hdr, (size_t)n);
-  memcpy(out + n, extra, extra_len);
+  if (extra_len)
+    memcpy(out + n, extra, extra_len);
   memcpy(out + n + extra_len, "\r\n", 2);
   if (blen)
     memcpy(out + n + extra_len + 2, body, blen);
