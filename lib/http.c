@@ -315,8 +315,8 @@ static void conn_maybe_free(stg_http_conn_t *c) {
     srv->conns = c->next;
   if (c->next)
     c->next->prev = c->prev;
-  if (c->counted)
-    srv->n_conns--;
+  if (c->counted && --srv->n_conns < srv->opts.max_connections)
+    srv->overload_logged = false;
   free(c->req.hbuf);
   free(c->req.body);
   free(c->stash);
@@ -572,6 +572,10 @@ static void conn_feed(stg_http_conn_t *c, const char *data, size_t len) {
     conn_dispatch(c);
     return;
   }
+  if (c->error_status < 0) {
+    conn_close(c);
+    return;
+  }
   int status = c->error_status ? c->error_status : 400;
   char msg[256];
   switch (status) {
@@ -717,7 +721,13 @@ static int on_headers_complete(llhttp_t *p) {
   if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
-    uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort: the client goes on anyway */
+    /* Best effort: a client that gets no 100 sends the body after a delay
+     * anyway. Half of it sent would garble the stream: then close. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n > 0 && (size_t)n < sizeof cont - 1) {
+      c->error_status = -1;
+      return -1;
+    }
   }
   return 0;
 }
@@ -800,7 +810,9 @@ static void on_connection(uv_stream_t *ls, int status) {
     char msg[128];
     snprintf(msg, sizeof msg, "more than %u connections; try again later",
              srv->opts.max_connections);
-    stg_warn("http: refusing a connection: %s", msg);
+    if (!srv->overload_logged) /* once per overload, not per connection */
+      stg_warn("http: refusing connections: %s", msg);
+    srv->overload_logged = true;
     conn_fail(c, 503, "too_many_connections", msg, "Retry-After: 1\r\n");
     return;
   }

@@ -77,6 +77,7 @@ struct stg_http_server_s {
   bool tcp_open;
   bool shutting_down;
   bool closed_called;
+  bool overload_logged;       /* "refusing connections" said once */
   stg_http_closed_fn closed_cb;
 };
 

@@ -94,6 +94,7 @@ static int pdeath_mode(const char *ready, const char *out) {
   int rc = stg_pdeath_init(&loop, &pd);
   if (rc != 0) {
     fprintf(stderr, "stg-test-helper: pdeath: %s\n", uv_strerror(rc));
+    uv_loop_close(&loop);
     return rc == UV_ESRCH ? 3 : 4;
   }
   uv_signal_init(&loop, &sig);

@@ -317,6 +317,15 @@ TEST(keep_alive_two_requests_and_pipelining) {
   CHECK_CONTAINS(r.body, "\"got\":[1,2,3]");
   CHECK_CONTAINS(r.body, "\"query\":\"a=1\"");
   CHECK_CONTAINS(r.body, "\"path\":\"/json/x\"");
+  /* Expect: 100-continue gets the interim response before the body. */
+  CHECK_EQ_INT(SEND(fd, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n"
+                        "Content-Length: 4\r\n\r\n"), 0);
+  CHECK_EQ_INT(read_response(fd, &r), 0);
+  CHECK_EQ_INT(r.status, 100);
+  CHECK_EQ_INT(SEND(fd, "body"), 0);
+  CHECK_EQ_INT(read_response(fd, &r), 0);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_STR(r.body, "body");
   /* HTTP/1.0 without keep-alive: answered, then closed. */
   CHECK_EQ_INT(SEND(fd, "GET /healthz HTTP/1.0\r\n\r\n"), 0);
   CHECK_EQ_INT(read_response(fd, &r), 0);
