@@ -301,6 +301,8 @@ static void server_maybe_finish(stg_http_server_t *srv) {
   if (!srv->shutting_down || srv->tcp_open || srv->conns != NULL || srv->closed_called)
     return;
   srv->closed_called = true;
+  free(srv->rbuf); /* connections read into it until the last one closed */
+  srv->rbuf = NULL;
   if (srv->closed_cb)
     srv->closed_cb(srv);
 }
@@ -876,8 +878,6 @@ int stg_http_server_address(stg_http_server_t *srv, char *buf, size_t len) {
 static void on_listener_closed(uv_handle_t *h) {
   stg_http_server_t *srv = container_of(h, stg_http_server_t, tcp);
   srv->tcp_open = false;
-  free(srv->rbuf);
-  srv->rbuf = NULL;
   server_maybe_finish(srv);
 }
 

@@ -126,6 +126,27 @@ kill -TERM "$srv2"
 wait "$srv2" && rc=0 || rc=$?
 expect_eq "$rc" 0 "server exit status"
 
+case_ "[server] listen in config.ini is used by both"
+printf '[server]\nlisten = 127.0.0.1:0\n' >"$STIGMER_HOME/config.ini"
+"$STIGMER_BIN" internal-server 2>"$T/cfg-srv.log" &
+cs=$!
+STG_BG_PIDS="${STG_BG_PIDS:-} $cs"
+wait_for 10 grep -q "listening on" "$T/cfg-srv.log" || fail "no 'listening on': $(cat "$T/cfg-srv.log")"
+cport=$(port_of "$T/cfg-srv.log")
+printf '[server]\nlisten = 127.0.0.1:%s\n' "$cport" >"$STIGMER_HOME/config.ini"
+start_notify "$T/cfg.sock" "$T/cfg.notify"
+NOTIFY_SOCKET="$T/cfg.sock" "$STIGMER_BIN" internal-workflow-runner 2>"$T/cfg-wr.log" &
+cw=$!
+STG_BG_PIDS="${STG_BG_PIDS:-} $cw"
+wait_for 20 grep -q "READY=1" "$T/cfg.notify" || fail "runner not ready: $(cat "$T/cfg-wr.log")"
+expect_in "$(cat "$T/cfg-wr.log")" "the server at 127.0.0.1:$cport is up"
+kill -INT "$cw" "$cs"
+wait "$cw" && rc=0 || rc=$?
+expect_eq "$rc" 0 "runner exit on SIGINT"
+wait "$cs" && rc=0 || rc=$?
+expect_eq "$rc" 0 "server exit on SIGINT"
+rm -f "$STIGMER_HOME/config.ini"
+
 case_ "both end when their parent (the supervisor) is SIGKILLed"
 # A stand-in supervisor: a shell that starts both with its own pid in
 # STIGMER_SUPERVISOR_PID, then waits.

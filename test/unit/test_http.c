@@ -580,6 +580,8 @@ TEST(graceful_shutdown_finishes_in_flight) {
   }
   CHECK(refused);
   CHECK_EQ_INT(atomic_load(&fx.closed), 0); /* still answering */
+  /* The client sends more meanwhile: read (and held), not fatal. */
+  SEND(busy, "GET /healthz HTTP/1.1\r\n\r\n");
   CHECK_EQ_INT(read_response(busy, &r), 0);
   CHECK_EQ_INT(r.status, 200);
   CHECK_STR(r.body, "slow");
