@@ -29,6 +29,13 @@
  *                           receive sd_notify datagrams on the unix socket
  *                           SOCKPATH, append each to OUTFILE as a line
  *                           (OUTFILE is created once bound); exit 0 on SIGTERM
+ *   pdeath READY OUT        stg_pdeath_init on a uv loop, touch READY, run
+ *                           until SIGTERM, then write "term parent-gone=N"
+ *                           to OUT and exit 0; exit 3 if the parent is
+ *                           already gone, 4 on another pdeath error
+ *   notify-listen PATH OUT  receive sd_notify datagrams on the unix socket
+ *                           PATH, append each as a line to OUT, until
+ *                           SIGTERM
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,7 +53,15 @@
 #include <sys/time.h>
 #include <sys/un.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <uv.h>
+
 #include "notify.h"
+#include "pdeath.h"
 
 static volatile sig_atomic_t got_term;
 
@@ -227,6 +242,73 @@ static int notify_recv(const char *sockpath, const char *outfile) {
   return 0;
 }
 
+static stg_pdeath_t pd;
+static const char *pdeath_out;
+
+static void pdeath_on_term(uv_signal_t *sig, int signum) {
+  (void)signum;
+  FILE *f = fopen(pdeath_out, "w");
+  if (f) {
+    fprintf(f, "term parent-gone=%d\n", stg_pdeath_parent_gone(&pd));
+    fclose(f);
+  }
+  uv_close((uv_handle_t *)sig, NULL);
+  stg_pdeath_close(&pd);
+}
+
+static int pdeath_mode(const char *ready, const char *out) {
+  uv_loop_t loop;
+  uv_signal_t sig;
+  pdeath_out = out;
+  uv_loop_init(&loop);
+  int rc = stg_pdeath_init(&loop, &pd);
+  if (rc != 0) {
+    fprintf(stderr, "stg-test-helper: pdeath: %s\n", uv_strerror(rc));
+    uv_loop_close(&loop);
+    return rc == UV_ESRCH ? 3 : 4;
+  }
+  uv_signal_init(&loop, &sig);
+  uv_signal_start(&sig, pdeath_on_term, SIGTERM);
+  int fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0)
+    close(fd);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&loop) == 0 ? 0 : 5;
+}
+
+static int notify_listen(const char *path, const char *out) {
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  if (strlen(path) >= sizeof sa.sun_path)
+    return 4;
+  strcpy(sa.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  unlink(path);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    perror("stg-test-helper: notify-listen: bind");
+    return 4;
+  }
+  while (!got_term) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0)
+      continue;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+      continue;
+    buf[n] = '\0';
+    FILE *f = fopen(out, "a");
+    if (f == NULL)
+      return 5;
+    fprintf(f, "%s\n", buf);
+    fclose(f);
+  }
+  close(fd);
+  unlink(path);
+  return 0;
+}
+
 static int usage(void) {
   fprintf(stderr, "usage: stg-test-helper MODE [ARGS] (see helper.c)\n");
   return 2;
@@ -339,6 +421,10 @@ int main(int argc, char **argv) {
     return http_ok(argc, argv);
   if (strcmp(mode, "notify-recv") == 0 && argc >= 4)
     return notify_recv(argv[2], argv[3]);
+  if (strcmp(mode, "pdeath") == 0 && argc >= 4)
+    return pdeath_mode(argv[2], argv[3]);
+  if (strcmp(mode, "notify-listen") == 0 && argc >= 4)
+    return notify_listen(argv[2], argv[3]);
   if (strcmp(mode, "partial-line") == 0 && argc >= 3) {
     write_all(argv[2], strlen(argv[2]));
     return 0;
