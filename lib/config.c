@@ -64,7 +64,7 @@ static const cfgkey_t keys[] = {
     {"supervisor", "stop_timeout", T_DURATION, G(supervisor.stop_timeout_ms), "10s", NULL, 0, 0, NULL},
     {"supervisor", "ready_timeout", T_DURATION, G(supervisor.ready_timeout_ms), "30s", NULL, 0, 0, NULL},
     {"supervisor", "settle", T_DURATION, G(supervisor.settle_ms), "1s", NULL, 0, 0, NULL},
-    {"supervisor", "watchdog", T_DURATION, G(supervisor.watchdog_ms), "30s", NULL, 0, 0, NULL},
+    {"supervisor", "watchdog", T_DURATION, G(supervisor.watchdog_ms), "0", NULL, 0, 0, NULL},
     {"restart", "backoff_initial", T_DURATION, G(restart.backoff_initial_ms), "100ms", NULL, 0, 0, NULL},
     {"restart", "backoff_max", T_DURATION, G(restart.backoff_max_ms), "30s", NULL, 0, 0, NULL},
     {"restart", "min_uptime", T_DURATION, G(restart.min_uptime_ms), "10s", NULL, 0, 0, NULL},

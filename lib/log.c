@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -83,12 +84,21 @@ void stg_vlog(stg_log_level_t level, const char *fmt, va_list ap) {
   char buf[4096];
   struct timeval tv;
   struct tm tm;
-  gettimeofday(&tv, NULL);
-  gmtime_r(&tv.tv_sec, &tm);
-  int n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ %-5s %s: ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                   tm.tm_min, tm.tm_sec, (long)tv.tv_usec, level_names[level],
-                   g.name);
+  int n;
+  /* Under the supervisor (STIGMER_COMPONENT set) the capture time stamps
+   * each line already; a second timestamp would only be noise. */
+  static int captured = -1;
+  if (captured < 0)
+    captured = getenv("STIGMER_COMPONENT") != NULL;
+  if (captured && (g.sinks & STG_LOG_SINK_FILE) == 0) {
+    n = snprintf(buf, sizeof buf, "%-5s %s: ", level_names[level], g.name);
+  } else {
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ %-5s %s: ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec, (long)tv.tv_usec, level_names[level], g.name);
+  }
   if (n < 0)
     n = 0;
   size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;

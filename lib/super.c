@@ -1375,6 +1375,11 @@ static int echo_deliver(void *user, const char *line, size_t len, bool must) {
     return 0;
   const char *comp = json_string_value(json_object_get(j, "component"));
   const char *text = json_string_value(json_object_get(j, "line"));
+  const char *stream = json_string_value(json_object_get(j, "stream"));
+  if (stream && strcmp(stream, "sys") == 0) {
+    json_decref(j); /* the supervisor's own notes are on stderr already */
+    return 0;
+  }
   json_int_t gap = json_integer_value(json_object_get(j, "gap"));
   if (comp && (text || gap)) {
     static const char *const colors[] = {"\033[36m", "\033[33m", "\033[35m", "\033[32m"};
