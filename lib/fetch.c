@@ -19,6 +19,7 @@
 #include <mbedtls/error.h>
 #include <psa/crypto.h>
 
+#include "log.h"
 #include "version.h"
 
 #ifndef container_of
@@ -580,6 +581,10 @@ static void attempt_failed(stg_fetch_t *f, stg_fetch_error_t kind, const char *r
     delay = f->o.retry_max_ms;
   if (f->o.failure != NULL)
     f->o.failure(f, kind, reason, retry, retry ? delay : 0);
+  else if (retry)
+    stg_warn("%s; retrying in %llu ms", reason, (unsigned long long)delay);
+  else
+    stg_error("%s", reason);
   if (f->cancelled)
     return; /* cancelled from the callback: the retry timer finishes */
   if (retry) {
@@ -707,13 +712,11 @@ static stg_fetch_error_t classify(stg_fetch_t *f, CURLcode rc, char *reason, siz
   case CURLE_COULDNT_CONNECT:
     kind = STG_FETCH_E_CONNECT;
     break;
-  case CURLE_OPERATION_TIMEDOUT: {
-    curl_off_t ct = 0;
-    curl_easy_getinfo(f->easy, CURLINFO_CONNECT_TIME_T, &ct);
-    kind = strstr(f->curl_err, "too slow") != NULL || ct > 0 ? STG_FETCH_E_STALLED
-                                                             : STG_FETCH_E_CONNECT;
+  case CURLE_OPERATION_TIMEDOUT:
+    /* No overall timeout is set: it is either the low-speed limit
+     * ("Operation too slow") or the connect timeout (TCP and TLS). */
+    kind = strstr(f->curl_err, "too slow") != NULL ? STG_FETCH_E_STALLED : STG_FETCH_E_CONNECT;
     break;
-  }
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_CERTPROBLEM:
@@ -789,7 +792,10 @@ static void file_complete(stg_fetch_t *f) {
     }
   }
   /* Verified: make it durable, then put it in place atomically. */
-  const char *op = "fsync";
+  const char *op = "chmod";
+  if (fchmod(f->fd, f->o.mode) < 0)
+    goto fail;
+  op = "fsync";
   if (fsync(f->fd) < 0)
     goto fail;
   op = "close";
@@ -978,6 +984,9 @@ int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *
   f->fd = -1;
   mbedtls_pk_init(&f->key);
   mbedtls_sha256_init(&f->sha);
+  if (f->o.mode == 0)
+    f->o.mode = 0644;
+  f->o.mode &= 07777;
   if (f->o.max_size == 0)
     f->o.max_size = 1ull << 30;
   if (f->o.connect_timeout_ms == 0)

@@ -53,6 +53,8 @@ typedef struct {
                              over SHA-256 of the file) is required and must verify */
   const char *dest;       /* final path; the body goes to <dest>.partial and the resume
                              validator to <dest>.partial.validator */
+  unsigned mode;          /* permissions of the installed file (0: 0644; 0755 for a
+                             program). The directory of dest must exist */
   const char *ca_file;    /* CA bundle (PEM), or NULL: $SSL_CERT_FILE, $CURL_CA_BUNDLE,
                              then the standard locations (see fetch.md) */
   bool allow_http;        /* accept http:// (a local mirror) and https->http redirects */
@@ -70,7 +72,8 @@ typedef struct {
    * smoothed rate in bytes/s. At most every 100 ms. May be NULL. */
   void (*progress)(stg_fetch_t *f, uint64_t done, uint64_t total, double rate);
   /* Each failed attempt: its class, a message naming what failed and why,
-   * whether another attempt follows and after how long. May be NULL. */
+   * whether another attempt follows and after how long. NULL: the message
+   * goes to stg_log (warn, or error when final). */
   void (*failure)(stg_fetch_t *f, stg_fetch_error_t kind, const char *reason, bool will_retry,
                   uint64_t retry_in_ms);
   /* Called exactly once, last, after every handle of f is closed: f may be

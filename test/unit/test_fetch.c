@@ -286,12 +286,15 @@ TEST(ok_with_sha256_file) {
   dest_path(dest, "ok1");
   clean_dest(dest);
   stg_fetch_options_t o = opts(url, dest);
+  o.mode = 0755;
   run_t r = {0};
   CHECK_EQ_INT(run_fetch(&o, &r), 0);
   CHECK(r.done && !r.guard_fired);
   CHECK_EQ_INT(r.status, 0);
   CHECK_EQ_INT(r.failures, 0);
   CHECK_STR(r.hex, content_hex);
+  struct stat st;
+  CHECK(stat(dest, &st) == 0 && (st.st_mode & 07777) == 0755);
   CHECK(file_is(dest, content, sizeof content));
   partial_paths(dest, p, v);
   CHECK(!exists(p));
@@ -326,6 +329,8 @@ TEST(ok_bare_sha256_and_given_digest) {
   CHECK_EQ_INT(r2.failures, 0);
   CHECK(file_is(dest, content, sizeof content));
   CHECK(!log_has(&tls, "GET /nosum.bin.sha256"));
+  struct stat st;
+  CHECK(stat(dest, &st) == 0 && (st.st_mode & 07777) == 0644);
 }
 
 TEST(not_found_keeps_previous_file) {
@@ -415,6 +420,56 @@ TEST(truncated_every_time) {
   CHECK(stat(p, &st) == 0 && st.st_size == FILE_SIZE / 2 + FILE_SIZE / 4 + FILE_SIZE / 8);
   CHECK(exists(v));
   clean_dest(dest);
+}
+
+TEST(connection_reset) {
+  char url[PATH_MAX], dest[PATH_MAX];
+  url_of(url, &tls, "reset/a.bin");
+  dest_path(dest, "reset");
+  clean_dest(dest);
+  stg_fetch_options_t o = opts(url, dest);
+  o.sha256_hex = content_hex;
+  o.max_attempts = 1;
+  run_t r = {0};
+  CHECK_EQ_INT(run_fetch(&o, &r), 0);
+  CHECK_EQ_INT(r.status, UV_EPROTO);
+  CHECK_EQ_INT(r.failures, 1);
+  CHECK_EQ_INT(r.kinds[0], STG_FETCH_E_NETWORK);
+  CHECK(!exists(dest));
+  clean_dest(dest);
+}
+
+/* Two fetches on one loop, each with its own handles. */
+TEST(two_at_once) {
+  char url1[PATH_MAX], url2[PATH_MAX], dest1[PATH_MAX], dest2[PATH_MAX];
+  url_of(url1, &tls, "a.bin");
+  url_of(url2, &tls, "cut/bare.bin");
+  dest_path(dest1, "two1");
+  dest_path(dest2, "two2");
+  clean_dest(dest1);
+  clean_dest(dest2);
+  stg_fetch_options_t o1 = opts(url1, dest1), o2 = opts(url2, dest2);
+  run_t r1 = {0}, r2 = {0};
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  o1.progress = o2.progress = on_progress;
+  o1.failure = o2.failure = on_failure;
+  o1.done = o2.done = on_done;
+  o1.data = &r1;
+  o2.data = &r2;
+  REQUIRE(stg_fetch_start(&loop, &r1.f, &o1) == 0);
+  REQUIRE(stg_fetch_start(&loop, &r2.f, &o2) == 0);
+  uv_timer_init(&loop, &r1.guard);
+  uv_timer_start(&r1.guard, on_guard, 30000, 0);
+  uv_timer_init(&loop, &r2.guard);
+  uv_timer_start(&r2.guard, on_guard, 30000, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+  CHECK_EQ_INT(r1.status, 0);
+  CHECK_EQ_INT(r2.status, 0);
+  CHECK_EQ_INT(r2.failures, 1); /* the cut, then a resume */
+  CHECK(file_is(dest1, content, sizeof content));
+  CHECK(file_is(dest2, content, sizeof content));
 }
 
 TEST(server_ignores_range_start_over) {
@@ -942,6 +997,8 @@ int main(void) {
   RUN(server_error_then_success_with_backoff);
   RUN(cut_then_resume_with_range);
   RUN(truncated_every_time);
+  RUN(connection_reset);
+  RUN(two_at_once);
   RUN(server_ignores_range_start_over);
   RUN(complete_partial_gets_416_then_start_over);
   RUN(wrong_checksum_retried_then_fails);
