@@ -136,8 +136,9 @@ int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *
 
 /* Stops the fetch: the transfer is aborted (the .partial is kept for a later
  * resume), every handle is closed, then done runs with UV_ECANCELED.
- * Asynchronous; safe from any callback of f; a no-op after done is
- * scheduled. */
+ * Asynchronous; safe from any callback of f; a no-op once the fetch is
+ * finishing. Only for a fetch that started (stg_fetch_start returned 0)
+ * and whose done has not run yet. */
 void stg_fetch_cancel(stg_fetch_t *f);
 
 /* "dns", "connect", "tls", "http", "network", "checksum", "signature",

@@ -304,6 +304,22 @@ TEST(ok_with_sha256_file) {
   CHECK(log_has(&tls, "GET /a.bin.sha256 200"));
 }
 
+/* By name: curl's threaded resolver (a worker thread and a wakeup socket
+ * on the loop) from /etc/hosts, and the certificate's DNS name. */
+TEST(ok_by_name_localhost) {
+  char url[PATH_MAX], dest[PATH_MAX];
+  snprintf(url, sizeof url, "https://localhost:%d/a.bin", tls.port);
+  dest_path(dest, "byname");
+  clean_dest(dest);
+  stg_fetch_options_t o = opts(url, dest);
+  o.public_key = signpub;
+  run_t r = {0};
+  CHECK_EQ_INT(run_fetch(&o, &r), 0);
+  CHECK_EQ_INT(r.status, 0);
+  CHECK_EQ_INT(r.failures, 0);
+  CHECK(file_is(dest, content, sizeof content));
+}
+
 TEST(ok_bare_sha256_and_given_digest) {
   char url[PATH_MAX], dest[PATH_MAX];
   url_of(url, &tls, "bare.bin"); /* bare.bin.sha256 holds just the hex */
@@ -992,6 +1008,7 @@ int main(void) {
   RUN(error_table);
   RUN(bad_options);
   RUN(ok_with_sha256_file);
+  RUN(ok_by_name_localhost);
   RUN(ok_bare_sha256_and_given_digest);
   RUN(not_found_keeps_previous_file);
   RUN(server_error_then_success_with_backoff);
