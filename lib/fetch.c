@@ -409,6 +409,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
     /* A new response (the first, or after a redirect). */
     const char *sp = memchr(buf, ' ', len);
     f->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+    f->body_started = false;
     f->etag[0] = f->last_modified[0] = f->content_range[0] = '\0';
   } else if (len > 5 && strncasecmp(buf, "etag:", 5) == 0) {
     copy_header_value(buf + 5, len - 5, f->etag, sizeof f->etag);
@@ -523,6 +524,7 @@ static int transfer_start(stg_fetch_t *f, int step, char *range, const char *if_
   curl_easy_setopt(e, CURLOPT_USERAGENT, ua);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, protos);
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, protos);
+  curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's 200 is not ours */
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
   if (f->ca_file != NULL)

@@ -855,12 +855,14 @@ TEST(cancel_during_backoff) {
 
 TEST(proxy_from_environment) {
   char url[PATH_MAX], dest[PATH_MAX], proxy[64], want[64];
-  url_of(url, &tls, "a.bin");
   dest_path(dest, "proxy");
   clean_dest(dest);
-  /* The plain fixture as the proxy: it logs the CONNECT and refuses it. */
+  /* The plain fixture is the proxy: it tunnels to 127.0.0.1, refuses
+   * other hosts, and logs every CONNECT. */
   snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", plain.port);
   setenv("HTTPS_PROXY", proxy, 1);
+
+  snprintf(url, sizeof url, "https://localhost:%d/a.bin", tls.port);
   stg_fetch_options_t o = opts(url, dest);
   o.max_attempts = 1;
   o.sha256_hex = content_hex;
@@ -868,17 +870,38 @@ TEST(proxy_from_environment) {
   CHECK_EQ_INT(run_fetch(&o, &r), 0);
   CHECK_EQ_INT(r.status, UV_ECONNREFUSED);
   CHECK_EQ_INT(r.kinds[0], STG_FETCH_E_CONNECT);
-  snprintf(want, sizeof want, "CONNECT 127.0.0.1:%d 403", tls.port);
+  CHECK_CONTAINS(r.reason, "403");
+  snprintf(want, sizeof want, "CONNECT localhost:%d 403", tls.port);
   CHECK(log_has(&plain, want));
   CHECK(!exists(dest));
 
-  setenv("NO_PROXY", "127.0.0.1", 1); /* bypassed: straight to the server */
+  /* Through the tunnel, resuming a cut transfer: TLS end to end with the
+   * origin, and the proxy's own 200 is not taken for the file's. */
+  url_of(url, &tls, "cut/nosum.bin");
   o = opts(url, dest);
   o.sha256_hex = content_hex;
   run_t r2 = {0};
   CHECK_EQ_INT(run_fetch(&o, &r2), 0);
   CHECK_EQ_INT(r2.status, 0);
+  CHECK_EQ_INT(r2.failures, 1);
+  snprintf(want, sizeof want, "CONNECT 127.0.0.1:%d 200", tls.port);
+  CHECK(log_has(&plain, want));
+  CHECK(log_has(&tls, "GET /cut/nosum.bin 206"));
   CHECK(file_is(dest, content, sizeof content));
+  clean_dest(dest);
+
+  /* NO_PROXY: straight to the server, the proxy sees nothing new. */
+  setenv("NO_PROXY", "127.0.0.1", 1);
+  size_t before, after;
+  free(slurp(plain.log, &before));
+  url_of(url, &tls, "a.bin");
+  o = opts(url, dest);
+  run_t r3 = {0};
+  CHECK_EQ_INT(run_fetch(&o, &r3), 0);
+  CHECK_EQ_INT(r3.status, 0);
+  CHECK(file_is(dest, content, sizeof content));
+  free(slurp(plain.log, &after));
+  CHECK_EQ_INT(after, before);
   unsetenv("HTTPS_PROXY");
   unsetenv("NO_PROXY");
 }
