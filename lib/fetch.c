@@ -375,6 +375,7 @@ static int body_begin(stg_fetch_t *f) {
         a != f->offset) {
       set_err(f, STG_FETCH_E_NETWORK, "unexpected Content-Range \"%s\" for a resume at %llu",
               f->content_range, (unsigned long long)f->offset);
+      unlink(f->validator); /* the next attempt starts over */
       return -1;
     }
     f->total = t;
