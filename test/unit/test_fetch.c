@@ -924,6 +924,11 @@ TEST(bad_options) {
   o.public_key = ca; /* a certificate, not a public key */
   CHECK_EQ_INT(run_fetch(&o, &r), UV_EINVAL);
   o = opts(url, dest);
+  path_join(key, tmp, "p384.pub.pem"); /* ECDSA, but not P-256 */
+  o.public_key = key;
+  CHECK(exists(key));
+  CHECK_EQ_INT(run_fetch(&o, &r), UV_EINVAL);
+  o = opts(url, dest);
   snprintf(key, sizeof key, "%s/nonexistent-ca.pem", certs);
   o.ca_file = key;
   CHECK_EQ_INT(run_fetch(&o, &r), UV_ENOENT);
@@ -1004,6 +1009,12 @@ static int setup(void) {
            certs, root, root);
   if (system(cmd) != 0) {
     fprintf(stderr, "openssl could not sign the test file\n");
+    return -1;
+  }
+  snprintf(cmd, sizeof cmd, "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 "
+           "2>/dev/null | openssl pkey -pubout -out '%s/p384.pub.pem'", tmp);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "openssl could not make a P-384 key\n");
     return -1;
   }
 
