@@ -916,8 +916,10 @@ static void get_handle_closed(uv_handle_t *h) {
     return;
   free(g->request);
   g->request = NULL;
-  g->body[g->body_len] = '\0';
-  g->cb(g, g->err, g->err ? 0 : g->status, g->body, g->body_len);
+  char *body = g->body;
+  g->body = NULL;
+  g->cb(g, g->err, g->err ? 0 : g->status, body ? body : "", body ? g->body_len : 0);
+  free(body);
 }
 
 static void get_finish(stg_http_get_t *g, int err) {
@@ -937,11 +939,25 @@ static int get_on_headers_complete(llhttp_t *p) {
 
 static int get_on_body(llhttp_t *p, const char *at, size_t n) {
   stg_http_get_t *g = container_of(p, stg_http_get_t, parser);
-  size_t room = STG_HTTP_GET_MAX_BODY - g->body_len;
-  if (n > room)
-    n = room;
+  if (g->body_len + n > g->max_body) {
+    g->err = UV_E2BIG;
+    return HPE_USER;
+  }
+  if (g->body_len + n + 1 > g->body_cap) {
+    size_t cap = g->body_cap ? g->body_cap : 1024;
+    while (cap < g->body_len + n + 1)
+      cap *= 2;
+    char *nb = realloc(g->body, cap);
+    if (nb == NULL) {
+      g->err = UV_ENOMEM;
+      return HPE_USER;
+    }
+    g->body = nb;
+    g->body_cap = cap;
+  }
   memcpy(g->body + g->body_len, at, n);
   g->body_len += n;
+  g->body[g->body_len] = '\0';
   return 0;
 }
 
@@ -973,6 +989,8 @@ static void get_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   llhttp_errno_t e = llhttp_execute(&g->parser, buf->base, (size_t)nread);
   if (g->complete)
     get_finish(g, 0);
+  else if (e == HPE_USER)
+    get_finish(g, g->err ? g->err : UV_EPROTO);
   else if (e != HPE_OK)
     get_finish(g, UV_EPROTO);
 }
@@ -991,7 +1009,7 @@ static void get_on_connect(uv_connect_t *req, int status) {
     get_finish(g, status);
     return;
   }
-  uv_buf_t b = uv_buf_init(g->request, (unsigned)strlen(g->request));
+  uv_buf_t b = uv_buf_init(g->request, (unsigned)g->request_len);
   int rc = uv_write(&g->write, (uv_stream_t *)&g->tcp, &b, 1, get_on_write);
   if (rc == 0)
     rc = uv_read_start((uv_stream_t *)&g->tcp, get_alloc, get_on_read);
@@ -1015,12 +1033,29 @@ int stg_http_get(uv_loop_t *loop, stg_http_get_t *g, const stg_http_get_options_
   int rc = stg_http_parse_addr(opts->addr, &ss);
   if (rc != 0)
     return rc;
-  size_t n = strlen(opts->path) + strlen(opts->addr) + 128;
-  g->request = malloc(n);
+  const char *method = opts->method ? opts->method : "GET";
+  if (strpbrk(method, " \r\n\t") != NULL || *method == '\0')
+    return UV_EINVAL;
+  const char *ctype = opts->content_type ? opts->content_type : "application/json";
+  size_t blen = opts->body ? opts->body_len : 0;
+  size_t n = strlen(opts->path) + strlen(opts->addr) + strlen(method) + strlen(ctype) + 192;
+  g->request = malloc(n + blen);
   if (g->request == NULL)
     return UV_ENOMEM;
-  snprintf(g->request, n, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: stigmer\r\n"
-           "Connection: close\r\n\r\n", opts->path, opts->addr);
+  int hl;
+  if (opts->body)
+    hl = snprintf(g->request, n, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: stigmer\r\n"
+                  "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                  method, opts->path, opts->addr, ctype, blen);
+  else
+    hl = snprintf(g->request, n, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: stigmer\r\n"
+                  "Connection: close\r\n\r\n", method, opts->path, opts->addr);
+  if (blen)
+    memcpy(g->request + hl, opts->body, blen);
+  g->request_len = (size_t)hl + blen;
+  g->max_body = opts->max_body ? opts->max_body : STG_HTTP_GET_MAX_BODY;
+  if (g->max_body > STG_HTTP_CLIENT_MAX_BODY)
+    g->max_body = STG_HTTP_CLIENT_MAX_BODY;
   g->loop = loop;
   g->cb = opts->cb;
   llhttp_settings_init(&g->settings);

@@ -145,20 +145,31 @@ typedef struct stg_http_get_s stg_http_get_t;
 
 /* Called exactly once. err is 0 when a whole response arrived, else a
  * negative error (UV_ECONNREFUSED, UV_ETIMEDOUT, UV_EPROTO for a malformed
- * response, UV_ECANCELED...). status is the HTTP status (0 on error); body
- * holds up to max_body bytes (NUL-terminated), truncated beyond. Runs after
- * every handle is closed: g may be freed or reused in it. */
+ * response, UV_E2BIG for a body over max_body, UV_ECANCELED...). status is
+ * the HTTP status (0 on error); body (NUL-terminated) is valid during the
+ * call only. Runs after every handle is closed: g may be freed or reused in
+ * it. */
 typedef void (*stg_http_get_cb)(stg_http_get_t *g, int err, int status,
                                 const char *body, size_t len);
 
 typedef struct {
   const char *addr;           /* "host:port" as for stg_http_parse_addr */
-  const char *path;           /* "/healthz"; copied */
+  const char *path;           /* "/healthz", with any query; copied */
   uint64_t timeout_ms;        /* for the whole exchange; 0: 5 s */
   stg_http_get_cb cb;
+  const char *method;         /* NULL: "GET" */
+  const char *body;           /* request body (copied), or NULL */
+  size_t body_len;            /* its length */
+  const char *content_type;   /* of the body; NULL: application/json */
+  size_t max_body;            /* response body cap; 0: 4 KiB, at most 64 MiB */
 } stg_http_get_options_t;
 
+/* The request options under their general name. */
+typedef stg_http_get_options_t stg_http_request_options_t;
+typedef stg_http_get_t stg_http_request_t;
+
 #define STG_HTTP_GET_MAX_BODY 4096
+#define STG_HTTP_CLIENT_MAX_BODY (64u << 20)
 
 struct stg_http_get_s {
   void *data;                 /* the caller's */
@@ -171,21 +182,27 @@ struct stg_http_get_s {
   llhttp_t parser;
   llhttp_settings_t settings;
   char *request;
+  size_t request_len;
   int err;
   int status;
   bool done;
   bool complete;
   unsigned open_handles;
   stg_http_get_cb cb;
+  size_t max_body;
   size_t body_len;
-  char body[STG_HTTP_GET_MAX_BODY + 1];
+  size_t body_cap;
+  char *body;
 };
 
-/* Starts a GET. Returns 0 (cb will be called) or UV_EINVAL / UV_ENOMEM
- * (cb will not be called; g may be freed at once). */
+/* Starts a request (GET unless opts->method says otherwise). Returns 0 (cb
+ * will be called) or UV_EINVAL / UV_ENOMEM (cb will not be called; g may be
+ * freed at once). Each request uses its own connection. */
 int stg_http_get(uv_loop_t *loop, stg_http_get_t *g, const stg_http_get_options_t *opts);
+#define stg_http_request stg_http_get
 
 /* Ends it early: cb gets UV_ECANCELED (unless it already finished). */
 void stg_http_get_cancel(stg_http_get_t *g);
+#define stg_http_request_cancel stg_http_get_cancel
 
 #endif
