@@ -9,9 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctlproto.h"
 #include "log.h"
 
-#define MAX_REQUEST (64u * 1024u)        /* a longer line is refused */
+#define MAX_REQUEST STG_CTL_MAX_LINE     /* a longer line is refused */
 #define MAX_QUEUED (8u * 1024u * 1024u)  /* per-subscriber write queue cap */
 
 struct stg_ctl_conn_s {
@@ -166,40 +167,16 @@ static int log_deliver(void *user, const char *line, size_t len, bool must) {
   return rc < 0 ? rc : 0;
 }
 
-static void do_logs(stg_ctl_conn_t *c, json_t *req) {
-  json_t *tail = json_object_get(req, "tail");
-  json_t *follow = json_object_get(req, "follow");
-  json_t *comps = json_object_get(req, "components");
-  if ((tail && !json_is_integer(tail)) || (follow && !json_is_boolean(follow)) ||
-      (comps && !json_is_array(comps))) {
-    send_error(c, "bad_request", "logs: tail is a number, follow a boolean, "
-               "components an array of names", true);
-    return;
-  }
+static void do_logs(stg_ctl_conn_t *c, const stg_ctl_request_t *r) {
   stg_logsub_options_t so;
   memset(&so, 0, sizeof so);
-  json_int_t tl = tail ? json_integer_value(tail) : 100;
-  so.tail = tl < 0 ? 0 : (uint64_t)tl;
-  if (tl < 0) {
-    send_error(c, "bad_request", "logs: tail must not be negative", true);
-    return;
-  }
-  so.follow = follow ? json_is_true(follow) : false;
-  size_t i;
-  json_t *v;
-  const char *names[STG_COMP_COUNT + 1];
-  size_t n = 0;
-  json_array_foreach(comps, i, v) {
-    const char *name = json_string_value(v);
-    if (name == NULL || (stg_component_lookup(name) < 0 && strcmp(name, "supervisor") != 0)) {
-      send_error(c, "unknown_component", "logs: unknown component", true);
-      return;
-    }
-    if (n < STG_COMP_COUNT + 1)
-      names[n++] = name;
-  }
-  so.components = n ? names : NULL;
-  so.n_components = n;
+  so.tail = r->tail;
+  so.follow = r->follow;
+  const char *names[STG_CTL_MAX_COMPONENTS];
+  for (unsigned i = 0; i < r->n_components; i++)
+    names[i] = r->components[i];
+  so.components = r->n_components ? names : NULL;
+  so.n_components = r->n_components;
   so.deliver = log_deliver;
   so.arg = c;
   c->logs_follow = so.follow;
@@ -211,60 +188,45 @@ static void do_logs(stg_ctl_conn_t *c, json_t *req) {
 
 static void handle_request(stg_ctl_conn_t *c, const char *line, size_t len) {
   stg_super_t *sup = c->sup;
-  json_error_t jerr;
-  json_t *req = json_loadb(line, len, 0, &jerr);
-  if (req == NULL || !json_is_object(req)) {
-    char msg[300];
-    if (req == NULL)
-      snprintf(msg, sizeof msg, "malformed JSON at column %d: %s", jerr.column, jerr.text);
-    else
-      snprintf(msg, sizeof msg, "expected a JSON object");
-    json_decref(req);
-    send_error(c, "bad_request", msg, true);
+  stg_ctl_request_t r;
+  const char *code = NULL;
+  char err[400];
+  if (stg_ctlproto_parse(line, len, &r, &code, err, sizeof err) != 0) {
+    /* A bad restart target is an answer, not a broken connection. */
+    send_error(c, code, err, strcmp(code, "unknown_component") != 0 || r.cmd != STG_CTL_RESTART);
     return;
   }
-  const char *cmd = json_string_value(json_object_get(req, "cmd"));
-  if (cmd == NULL) {
-    send_error(c, "bad_request", "missing \"cmd\" (status, stop, restart, logs, wait)", true);
-  } else if (strcmp(cmd, "status") == 0) {
+  switch (r.cmd) {
+  case STG_CTL_STATUS:
     send_json(c, stg__super_status_json(sup));
-  } else if (strcmp(cmd, "stop") == 0) {
+    break;
+  case STG_CTL_STOP:
     send_json(c, json_pack("{s:b}", "ok", 1));
     /* This connection stays open until the supervisor exits. */
     stg__super_stop(sup);
-  } else if (strcmp(cmd, "restart") == 0) {
-    json_t *comp = json_object_get(req, "component");
-    if (comp && !json_is_string(comp)) {
-      send_error(c, "bad_request", "restart: component is a name", true);
-    } else {
-      char err[256];
-      int rc = stg__super_restart(sup, comp ? json_string_value(comp) : NULL, err, sizeof err);
-      if (rc == 0)
-        send_json(c, json_pack("{s:b}", "ok", 1));
-      else
-        send_error(c, rc == UV_ENOENT ? "unknown_component"
-                      : rc == UV_ECANCELED ? "stopping" : "bad_request",
-                   err, false);
-    }
-  } else if (strcmp(cmd, "wait") == 0) {
-    json_t *t = json_object_get(req, "timeout_ms");
-    if (t && !json_is_integer(t)) {
-      send_error(c, "bad_request", "wait: timeout_ms is a number", true);
-    } else if (sup->state != SUP_STARTING && stg__super_settled(sup)) {
+    break;
+  case STG_CTL_RESTART: {
+    int rc = stg__super_restart(sup, r.component[0] ? r.component : NULL, err, sizeof err);
+    if (rc == 0)
+      send_json(c, json_pack("{s:b}", "ok", 1));
+    else
+      send_error(c, rc == UV_ENOENT ? "unknown_component"
+                    : rc == UV_ECANCELED ? "stopping" : "bad_request",
+                 err, false);
+    break;
+  }
+  case STG_CTL_WAIT:
+    if (sup->state != SUP_STARTING && stg__super_settled(sup)) {
       send_json(c, stg__super_status_json(sup));
     } else {
       c->waiting = true;
-      json_int_t ms = t ? json_integer_value(t) : 60000;
-      uv_timer_start(&c->timer, on_wait_timeout, ms < 0 ? 0 : (uint64_t)ms, 0);
+      uv_timer_start(&c->timer, on_wait_timeout, (uint64_t)r.timeout_ms, 0);
     }
-  } else if (strcmp(cmd, "logs") == 0) {
-    do_logs(c, req);
-  } else {
-    char msg[200];
-    snprintf(msg, sizeof msg, "unknown cmd '%.64s' (status, stop, restart, logs, wait)", cmd);
-    send_error(c, "bad_request", msg, true);
+    break;
+  case STG_CTL_LOGS:
+    do_logs(c, &r);
+    break;
   }
-  json_decref(req);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
