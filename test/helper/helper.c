@@ -6,7 +6,9 @@
  *   crash [SIGNAL]          die by a signal (default SIGSEGV)
  *   ignore-term             ignore SIGTERM; only SIGKILL ends it
  *   flood [LINE_BYTES]      write lines to stdout as fast as it can
- *   lines N [LINE_BYTES]    write N numbered lines, then wait for SIGTERM
+ *   lines N [LINE_BYTES [FIRST]]
+ *                           write N numbered lines (from FIRST, default 1),
+ *                           then wait for SIGTERM
  *   grandchild PIDFILE      fork a grandchild that ignores SIGTERM, write
  *                           its pid to PIDFILE, wait for SIGTERM
  *   never-ready             never notify readiness, wait for SIGTERM
@@ -367,8 +369,9 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "lines") == 0 && argc >= 3) {
     long n = atol(argv[2]);
     size_t len = argc >= 4 ? (size_t)atol(argv[3]) : 0;
+    long first = argc >= 5 ? atol(argv[4]) : 1;
     char buf[65536];
-    for (long i = 1; i <= n; i++) {
+    for (long i = first; i < first + n; i++) {
       int m = snprintf(buf, sizeof buf, "line %08ld", i);
       while ((size_t)m + 1 < len && (size_t)m < sizeof buf - 2)
         buf[m++] = '.';
