@@ -163,7 +163,7 @@ static int explain_failures(stg_config_t *cfg, json_t *st) {
 }
 
 /* Waits for the stack to settle and reports. Returns the exit code. */
-static int wait_and_report(stg_config_t *cfg, bool quiet_ok) {
+static int wait_and_report(stg_config_t *cfg) {
   uint64_t t = 0;
   for (int i = 0; i < STG_COMP_COUNT; i++)
     t += cfg->component[i].ready_timeout_ms;
@@ -176,8 +176,7 @@ static int wait_and_report(stg_config_t *cfg, bool quiet_ok) {
     fprintf(stderr, "stigmer: waiting for the stack: %s\n", uv_strerror(rc));
     return 1;
   }
-  if (!quiet_ok || !all_ready(st))
-    print_status(st, stdout);
+  print_status(st, stdout);
   int code = 0;
   if (!all_ready(st)) {
     if (json_is_true(json_object_get(st, "timeout")))
@@ -309,16 +308,23 @@ static int cmd_start(stg_cli_t *cli, int argc, char **argv) {
     return stg_cli_usage_error("daemon start: unexpected argument '%s'", argv[i]);
   }
   stg_config_t *cfg = stg_cli_config(cli);
-  if (running(cfg)) {
-    printf("stigmer: the daemon is already running\n");
-    return wait_and_report(cfg, false);
-  }
-  int rc = spawn_supervisor(cli, cfg);
+  int rc = running(cfg) ? 1 : spawn_supervisor(cli, cfg);
   if (rc < 0)
     return 1;
-  if (rc == 1)
+  if (rc == 1) {
+    /* Already running (or another start won the race): say so, show it. */
     printf("stigmer: the daemon is already running\n");
-  return wait_and_report(cfg, false);
+    json_t *req = json_pack("{s:s}", "cmd", "status");
+    json_t *st = NULL;
+    int crc = stg_ctl_call(cfg, req, 10000, &st);
+    json_decref(req);
+    if (crc == 0) {
+      print_status(st, stdout);
+      json_decref(st);
+    }
+    return 0;
+  }
+  return wait_and_report(cfg);
 }
 
 static long read_pid(stg_config_t *cfg) {
@@ -419,7 +425,7 @@ static int cmd_restart(stg_cli_t *cli, int argc, char **argv) {
     int rc = spawn_supervisor(cli, cfg);
     if (rc < 0)
       return 1;
-    return wait_and_report(cfg, false);
+    return wait_and_report(cfg);
   }
   json_t *req = comp ? json_pack("{s:s, s:s}", "cmd", "restart", "component", comp)
                      : json_pack("{s:s}", "cmd", "restart");
@@ -437,7 +443,7 @@ static int cmd_restart(stg_cli_t *cli, int argc, char **argv) {
     return 1;
   }
   json_decref(reply);
-  return wait_and_report(cfg, false);
+  return wait_and_report(cfg);
 }
 
 static int cmd_status(stg_cli_t *cli, int argc, char **argv) {
