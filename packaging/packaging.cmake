@@ -31,6 +31,7 @@ if(STIGMER_STATIC_DEPS)
     list(GET _f 1 _lib)
     list(GET _f 2 _names)
     string(REPLACE "," ";" _names "${_names}")
+    unset(_a)
     find_library(_a NAMES ${_names} HINTS ${${_pfx}_LIBRARY_DIRS} ${${_pfx}_LIBDIR} NO_CACHE)
     if(_a)
       # What the archive needs besides itself: pkg-config --static minus the

@@ -26,7 +26,8 @@
 # are randomised, so the .sig files differ from run to run; they verify.
 #
 # Environment: STIGMER_SIGNING_KEY (above), SOURCE_DATE_EPOCH (default: the
-# last commit's time), JOBS (default 2), STIGMER_DEPS_CACHE (third_party).
+# last commit's time), JOBS (default 2), STIGMER_CMAKE_ARGS (more CMake
+# arguments, word-split: what packaging/deps-macos.sh prints).
 set -eu
 
 say() { printf 'release: %s\n' "$*" >&2; }
@@ -68,7 +69,7 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/stigmer-release.XXXXXX")
 work=$(cd "$work" && pwd -P)
-trap 'rm -rf "$work"' EXIT INT TERM
+[ -n "${STIGMER_RELEASE_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT INT TERM
 build=$work/build
 stage=$work/stage
 
@@ -81,7 +82,8 @@ tar_base=stigmer-$v-$plat
 say "building $ar_name (sources $src, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH)"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 	-DSTIGMER_VERSION="$v" -DSTIGMER_STATIC_DEPS=ON -DSTIGMER_WERROR=OFF \
-	-DCMAKE_C_FLAGS="$cflags" -DSTIGMER_AGENT_RUNNER=reference >"$work/cmake.log" 2>&1 ||
+	-DCMAKE_C_FLAGS="$cflags" -DSTIGMER_AGENT_RUNNER=reference ${STIGMER_CMAKE_ARGS:-} \
+	>"$work/cmake.log" 2>&1 ||
 	{ cat "$work/cmake.log" >&2; die "cmake failed"; }
 grep '^CMake Warning' -A2 "$work/cmake.log" | grep 'static:' | sed 's/^ */release: warning: /' >&2 || true
 cmake --build "$build" -j "$jobs" --target agent-runner >"$work/build.log" 2>&1 ||

@@ -283,13 +283,13 @@ static int make_plan(stg_cli_t *cli, plan_t *p) {
 
   /* STIGMER_HOME goes into a user service only when it was chosen. */
   const char *home = cli->home;
-  if (home == NULL && getenv("STIGMER_HOME") && getenv("STIGMER_HOME")[0])
-    home = getenv("STIGMER_HOME");
   if (home && p->system) {
-    fprintf(stderr, "stigmer: install-service --system: the system service's home is "
-            "/var/lib/stigmer; --home and STIGMER_HOME do not apply\n");
+    fprintf(stderr, "stigmer: %s-service --system: the system service's home is "
+            "/var/lib/stigmer; --home does not apply\n", p->install ? "install" : "uninstall");
     return 2;
   }
+  if (home == NULL && !p->system && getenv("STIGMER_HOME") && getenv("STIGMER_HOME")[0])
+    home = getenv("STIGMER_HOME");
   if (home && (rc = absolute(home, p->home, sizeof p->home)) != 0) {
     fprintf(stderr, "stigmer: %s: %s\n", home, uv_strerror(rc));
     return 1;
