@@ -167,6 +167,84 @@ run "$STIGMER_BIN" daemon install-service --help
 expect_rc 0
 expect_in "$out" "Usage: stigmer daemon install-service"
 
+# --- a real install against a stand-in systemctl ----------------------------------------
+# In a private mount namespace with /run/systemd/system present, and
+# systemctl and systemd-sysusers on PATH as scripts that log their arguments.
+case_ "install-service and uninstall-service run the commands in order (stand-in systemctl)"
+mkdir -p "$T/fakebin" "$T/xrt/systemd"
+: >"$T/xrt/systemd/private"
+for p in systemctl systemd-sysusers; do
+	cat >"$T/fakebin/$p" <<EOF
+#!/bin/sh
+echo "$p \$*" >>"$T/calls"
+case "\$*" in *is-active*) exit \${FAKE_ACTIVE_RC:-3} ;; esac
+case "\$*" in *"\${FAKE_FAIL:-@none@}"*) echo "$p: refused" >&2; exit 4 ;; esac
+exit 0
+EOF
+	chmod +x "$T/fakebin/$p"
+done
+in_ns() {
+	unshare -m sh -c 'mount -t tmpfs none /run && mkdir -p /run/systemd/system && exec "$@"' _ \
+		env PATH="$T/fakebin:$PATH" XDG_RUNTIME_DIR="$T/xrt" "$@"
+}
+if ! in_ns true 2>/dev/null; then
+	skip "cannot make a private mount namespace here (unshare -m): the real install path is not run"
+else
+	: >"$T/calls"
+	run in_ns "$STIGMER_BIN" daemon install-service
+	expect_rc 0
+	expect_eq "$(cat "$T/calls")" "systemctl --user daemon-reload
+systemctl --user enable stigmer.service
+systemctl --user restart stigmer.service" "commands run"
+	expect_eq "$(cat "$unit_path" 2>/dev/null)" "$user_unit" "the unit written"
+	expect_eq "$(stat -c %a "$unit_path" 2>/dev/null)" 644 "the unit's mode"
+	expect_in "$out" "stigmer: wrote $unit_path"
+	expect_in "$out" "stigmer: ran \`systemctl --user enable stigmer.service\`"
+	ls "$(dirname "$unit_path")" | grep -q tmp && fail "a temp file was left" || pass
+
+	: >"$T/calls"
+	FAKE_FAIL=enable run in_ns "$STIGMER_BIN" daemon install-service
+	expect_rc 1
+	expect_in "$err" "stigmer: \`systemctl --user enable stigmer.service\` failed (exit status 4)"
+	expect_not_in "$(cat "$T/calls")" "restart"
+
+	: >"$T/calls"
+	run in_ns "$STIGMER_BIN" daemon uninstall-service
+	expect_rc 0
+	expect_eq "$(cat "$T/calls")" "systemctl --user disable --now stigmer.service
+systemctl --user daemon-reload" "uninstall commands"
+	[ ! -e "$unit_path" ] && pass || fail "uninstall left $unit_path"
+	run in_ns "$STIGMER_BIN" daemon uninstall-service
+	expect_rc 0
+	expect_in "$out" "no service is installed"
+
+	# --system as root would write the real /etc: only the refusal, as a user.
+	if [ "$(id -u)" != 0 ]; then
+		run in_ns "$exe" daemon install-service --system
+		expect_rc 1
+		expect_in "$err" "must be run as root"
+	fi
+fi
+
+case_ "install-service refuses while a daemon started by 'daemon start' runs"
+if in_ns true 2>/dev/null; then
+	printf '[server]\nlisten = 127.0.0.1:%s\n' "$(free_port)" >"$STIGMER_HOME/config.ini"
+	run "$STIGMER_BIN" daemon start
+	expect_rc 0
+	: >"$T/calls"
+	run in_ns "$STIGMER_BIN" daemon install-service
+	expect_rc 1
+	expect_in "$err" "a daemon started outside the service manager is running"
+	[ ! -e "$unit_path" ] && pass || fail "a refused install wrote $unit_path"
+	# The same daemon under the service manager (is-active says yes): go on.
+	FAKE_ACTIVE_RC=0 run in_ns "$STIGMER_BIN" daemon install-service
+	expect_rc 0
+	expect_in "$(cat "$T/calls")" "systemctl --user restart stigmer.service"
+	run "$STIGMER_BIN" daemon stop
+	expect_rc 0
+	rm -f "$unit_path"
+fi
+
 # --- the install tree ---------------------------------------------------------------
 case_ "packaging/install.sh (make install): the tree, relative links that work"
 run sh "$pk/install.sh" "$STIGMER_BIN" /usr "$T/dest"
