@@ -286,7 +286,13 @@ fi
 case_ "every command and flag of the --help texts is in the man page and each completion"
 helps=$("$STIGMER_BIN" --help; for c in daemon agent-runner config version; do
 	"$STIGMER_BIN" "$c" --help 2>/dev/null; done; "$STIGMER_BIN" daemon logs --help
-	"$STIGMER_BIN" daemon install-service --help)
+	"$STIGMER_BIN" daemon install-service --help
+	# Commands added in parallel; nothing on stdout until they exist.
+	for c in run executions "executions list" "executions show" "executions logs" \
+		"agent-runner fetch"; do
+		# shellcheck disable=SC2086
+		"$STIGMER_BIN" $c --help 2>/dev/null
+	done)
 # The commands: the first word of each "  word" line in the command lists.
 words=$(printf '%s\n' "$helps" | sed -n 's/^  \([a-z][a-z-]*\)\( .*\)\{0,1\}$/\1/p' | sort -u)
 # (--user is systemctl's, quoted in the install-service text)
