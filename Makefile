@@ -10,8 +10,13 @@ CTEST_ARGS ?=
 
 CMAKE_COMMON = -DSTIGMER_WERROR=ON $(CMAKE_ARGS)
 
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+VERSION    ?=
+
 .PHONY: all deps build build-san test test-fast test-san run clean help \
-	build-agent-runner install-agent-runner release-local release-local-full
+	build-agent-runner install-agent-runner release-local release-local-full \
+	install release test-release
 
 all: build
 
@@ -25,6 +30,9 @@ help:
 	@echo "make release-local         Release build of the CLI in $(BUILD_REL)/, embedding"
 	@echo "                           the agent-runner already built in $(BUILD)/"
 	@echo "make release-local-full    build-agent-runner, then release-local"
+	@echo "make install PREFIX=/usr/local DESTDIR=   binary, links, man page, completions, units"
+	@echo "make release VERSION=X.Y.Z   the release assets in dist/ (packaging/release.sh)"
+	@echo "make test-release            two clean release builds: byte-identical assets"
 
 deps:
 	@sh third_party/deps.sh
@@ -49,7 +57,11 @@ test-san: build-san
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
-test: test-fast test-san
+test: test-fast test-san test-release
+
+# Two clean release builds and a comparison (docs/install.md): a few minutes.
+test-release: deps
+	bash test/release/test_release.sh
 
 # --- the agent-runner (docs/agent-runner.md) ---------------------------------
 
@@ -80,6 +92,15 @@ release-local-full: build-agent-runner
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL)
+
+# --- install and release (docs/install.md) -------------------------------------------
+
+install: build
+	@sh packaging/install.sh $(BUILD)/stigmer "$(PREFIX)" "$(DESTDIR)"
+
+release: deps
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z" >&2; exit 2; }
+	sh packaging/release.sh "$(VERSION)"
 
 # The stack in the foreground with its merged, coloured logs; Ctrl-C stops it.
 run: build

@@ -38,10 +38,13 @@ case "${1:-}" in
 *) die "usage: deps.sh [--check] [--print-cache]" ;;
 esac
 
-# Debian packages: build tools, libraries, and what the tests use.
+# Debian packages: build tools, libraries, and what the tests use
+# (systemd: systemd-analyze verify of the units; libxml2-utils: xmllint for
+# the launchd plist where python3 is missing).
 PKGS="build-essential cmake pkg-config dpkg-dev git ca-certificates
 libuv1-dev libinih-dev libjansson-dev libsqlite3-dev node-llhttp
-clang libclang-rt-14-dev procps openssl jq"
+clang libclang-rt-14-dev procps openssl jq
+systemd libxml2-utils"
 
 missing=
 for p in $PKGS; do

@@ -36,6 +36,9 @@ int stg_cli_daemon(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_server(stg_cli_t *cli, int argc, char **argv);
 /* `stigmer daemon logs ...` (cmd_logs.c); argv[0] is "logs". */
 int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv);
+/* `stigmer daemon install-service|uninstall-service` (cmd_service.c). */
+int stg_cli_daemon_install_service(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_daemon_uninstall_service(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
 
 #endif

@@ -34,6 +34,10 @@ static const char usage[] =
     "                        the components' logs, merged by capture time\n"
     "  run [--no-echo]       the supervisor in the foreground (systemd, launchd),\n"
     "                        with the components' log lines on stderr\n"
+    "  install-service [--system] [--dry-run]\n"
+    "                        run the stack under systemd or launchd (docs/install.md)\n"
+    "  uninstall-service [--system] [--dry-run]\n"
+    "                        stop, disable and remove that service\n"
     "\n"
     "Components: server, workflow-runner, agent-runner. See docs/daemon.md.\n";
 
@@ -525,6 +529,8 @@ typedef struct {
 static const sub_t subs[] = {
     {"logs", stg_cli_daemon_logs}, {"restart", cmd_restart}, {"run", cmd_run},
     {"start", cmd_start},          {"status", cmd_status},   {"stop", cmd_stop},
+    {"install-service", stg_cli_daemon_install_service},
+    {"uninstall-service", stg_cli_daemon_uninstall_service},
 };
 
 int stg_cli_daemon(stg_cli_t *cli, int argc, char **argv) {
