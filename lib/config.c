@@ -52,7 +52,7 @@ typedef struct {
 #define C(f) offsetof(stg_component_config_t, f)
 
 #define DEFAULT_URL                                                            \
-  "https://github.com/stigmer/stigmer/releases/download/{version}/"           \
+  "https://github.com/stigmer/stigmer/releases/download/v{version}/"           \
   "agent-runner-{version}-{os}-{arch}"
 
 static const cfgkey_t keys[] = {
