@@ -22,6 +22,7 @@ struct stg_ctl_conn_s {
   bool closing;
   bool shutting_down;    /* a final reply is being flushed */
   bool waiting;          /* a `wait` request is pending */
+  bool progress;         /* ... and answers when a fetch transfers (issue 4) */
   bool logs_follow;
   stg_logsub_t *sub;
   char *buf;
@@ -144,6 +145,18 @@ static void on_wait_timeout(uv_timer_t *t) {
   send_json(c, st);
 }
 
+/* A `wait` with "progress": true also ends while a download transfers, so
+ * `daemon start` can show it (issue 4: agent-runner fetching). */
+void stg__ctl_progress(stg_super_t *sup) {
+  for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
+    if (!c->waiting || !c->progress || c->closing)
+      continue;
+    c->waiting = false;
+    uv_timer_stop(&c->timer);
+    send_json(c, stg__super_status_json(sup));
+  }
+}
+
 void stg__ctl_settled(stg_super_t *sup) {
   for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
     if (!c->waiting || c->closing)
@@ -250,10 +263,12 @@ static void handle_request(stg_ctl_conn_t *c, const char *line, size_t len) {
     json_t *t = json_object_get(req, "timeout_ms");
     if (t && !json_is_integer(t)) {
       send_error(c, "bad_request", "wait: timeout_ms is a number", true);
-    } else if (sup->state != SUP_STARTING && stg__super_settled(sup)) {
+    } else if ((sup->state != SUP_STARTING && stg__super_settled(sup)) ||
+               (json_is_true(json_object_get(req, "progress")) && stg__super_fetching(sup))) {
       send_json(c, stg__super_status_json(sup));
     } else {
       c->waiting = true;
+      c->progress = json_is_true(json_object_get(req, "progress"));
       json_int_t ms = t ? json_integer_value(t) : 60000;
       uv_timer_start(&c->timer, on_wait_timeout, ms < 0 ? 0 : (uint64_t)ms, 0);
     }
