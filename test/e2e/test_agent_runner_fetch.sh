@@ -148,6 +148,13 @@ expect_eq "$(comp agent-runner state)" fetching "agent-runner state"
 expect_eq "$(comp agent-runner pid)" null "agent-runner pid"
 [ ! -e "$H3/bin/agent-runner" ] && pass || fail "bin/agent-runner exists after checksum failures"
 expect_eq "$(comp server state)" ready "server state meanwhile"
+run "$SLIM" daemon status
+expect_rc 1
+expect_in "$out" "checksum"
+expect_in "$out" "; retry in "
+# A restart of the agent-runner starts the fetch over at once.
+run timeout 60 "$SLIM" daemon restart agent-runner
+expect_eq "$(grep -c 'fetching agent-runner 9.9.9 from' "$H3/logs/agent-runner.log")" 2 "fetches started"
 run timeout 60 "$SLIM" daemon stop
 expect_rc 0
 expect_no_stack
