@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -281,12 +282,17 @@ static void on_done(stg_fetch_t *f, int status, const char *sha256_hex) {
   stg_agentfetch_t *af = container_of(f, stg_agentfetch_t, fetch);
   af->waiting = false;
   if (status == 0) {
+    /* Still under the lock: the digest belongs to the file just renamed. */
     int rc = write_sidecar(af->plan.sidecar, sha256_hex);
     if (rc != 0) {
       fmt(af->last_error, sizeof af->last_error, "write %s: %s", af->plan.sidecar,
                uv_strerror(rc));
       status = rc;
     }
+  }
+  if (af->lock_fd >= 0) {
+    close(af->lock_fd);
+    af->lock_fd = -1;
   }
   af->o.done(af, status);
 }
@@ -301,16 +307,34 @@ int stg_agentfetch_start(uv_loop_t *loop, stg_agentfetch_t *af,
   af->o.cfg = NULL; /* not kept */
   af->plan = *o->plan;
   af->o.plan = &af->plan;
+  af->lock_fd = -1;
   int rc = mkdirs(af->plan.dir);
   if (rc != 0) {
     fmt(desc, desclen, "mkdir %s: %s", af->plan.dir, uv_strerror(rc));
     return rc;
   }
+  char lock[4200];
+  snprintf(lock, sizeof lock, "%s/.lock", af->plan.dir);
+  af->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (af->lock_fd < 0) {
+    rc = -errno;
+    fmt(desc, desclen, "open %s: %s", lock, uv_strerror(rc));
+    return rc;
+  }
+  if (flock(af->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    rc = errno == EWOULDBLOCK ? UV_EBUSY : -errno;
+    if (rc == UV_EBUSY)
+      fmt(desc, desclen, "another stigmer is downloading agent-runner %s into %s",
+          af->plan.version, af->plan.dir);
+    else
+      fmt(desc, desclen, "lock %s: %s", lock, uv_strerror(rc));
+    goto fail;
+  }
   /* Whatever digest was recorded is for a file the download replaces. */
   if (unlink(af->plan.sidecar) != 0 && errno != ENOENT) {
     rc = -errno;
     fmt(desc, desclen, "remove %s: %s", af->plan.sidecar, uv_strerror(rc));
-    return rc;
+    goto fail;
   }
   stg_fetch_options_t fo;
   memset(&fo, 0, sizeof fo);
@@ -342,9 +366,13 @@ int stg_agentfetch_start(uv_loop_t *loop, stg_agentfetch_t *af,
     default:
       fmt(desc, desclen, "fetch %s: %s", af->plan.url, uv_strerror(rc));
     }
-    return rc;
+    goto fail;
   }
   return 0;
+fail:
+  close(af->lock_fd);
+  af->lock_fd = -1;
+  return rc;
 }
 
 void stg_agentfetch_cancel(stg_agentfetch_t *af) { stg_fetch_cancel(&af->fetch); }

@@ -96,11 +96,14 @@ struct stg_agentfetch_s {
   /* private */
   stg_fetch_t fetch;
   stg_agentfetch_options_t o;
+  int lock_fd;             /* flock on <dir>/.lock while downloading */
 };
 
-/* Creates the cache directory and starts the download into it. Returns 0,
- * or a negative error and then no callback runs (desc says why:
- * stg_fetch_start's errors, a cache directory that cannot be made). */
+/* Creates the cache directory and starts the download into it, holding
+ * <dir>/.lock (flock) until done, so two processes never write the same
+ * download. Returns 0, or a negative error and then no callback runs (desc
+ * says why): stg_fetch_start's errors, a cache directory that cannot be
+ * made, UV_EBUSY when another process is downloading this version. */
 int stg_agentfetch_start(uv_loop_t *loop, stg_agentfetch_t *af,
                          const stg_agentfetch_options_t *o, char *desc, size_t desclen);
 

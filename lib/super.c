@@ -595,6 +595,13 @@ static int agent_fetch(stg_comp_t *c, const char *missing) {
   fo.data = c;
   char desc[1024] = "";
   rc = stg_agentfetch_start(sup->loop, af, &fo, desc, sizeof desc);
+  if (rc == UV_EBUSY) {
+    /* `stigmer agent-runner fetch` is downloading it: look again after a
+     * backoff, when it is likely in the cache. */
+    free(af);
+    snprintf(c->reason, sizeof c->reason, "%s", desc);
+    return rc;
+  }
   if (rc != 0) {
     free(af);
     snprintf(c->reason, sizeof c->reason, "%s; cannot fetch: %s", missing, desc);

@@ -239,6 +239,10 @@ wait_for 10 grep -q "fetching agent-runner 9.9.9: " "$T/start7.err" && pass ||
 	fail "daemon start printed no progress: $(cat "$T/start7.err")"
 kill -0 "$startpid" 2>/dev/null && pass || fail "daemon start returned while fetching"
 [ -s "$H7/cache/agent-runner/9.9.9/agent-runner.partial" ] && pass || fail "no .partial"
+# One download per version at a time: a second one is refused.
+run timeout 30 "$SLIM" agent-runner fetch --attempts 1
+expect_rc 1
+expect_in "$err" "another stigmer is downloading agent-runner 9.9.9"
 kill -9 "$(sup_pid)"
 kill "$startpid" 2>/dev/null
 wait "$startpid" 2>/dev/null
