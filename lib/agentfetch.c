@@ -138,21 +138,34 @@ int stg_agentfetch_plan(const stg_config_t *cfg, stg_agentfetch_plan_t *p, char 
   return rc;
 }
 
-/* The digest in a sidecar: 0 with hex filled, or -errno / UV_EINVAL. */
-static int read_sidecar(const char *path, char hex[65]) {
+static bool is_hex64(const char *s) {
+  for (int i = 0; i < 64; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
+/* A sidecar: "<hex>  agent-runner\n", then "key <hex>\n" when the download's
+ * signature was checked (the SHA-256 of the public key file). 0 with hex
+ * (and key, "" when none) filled, or -errno / UV_EINVAL. */
+static int read_sidecar(const char *path, char hex[65], char key[65]) {
   FILE *f = fopen(path, "re");
   if (f == NULL)
     return -errno;
-  char line[256] = "";
+  char line[256] = "", kline[256] = "";
   bool got = fgets(line, sizeof line, f) != NULL;
+  if (got && fgets(kline, sizeof kline, f) != NULL && strncmp(kline, "key ", 4) == 0 &&
+      is_hex64(kline + 4)) {
+    memcpy(key, kline + 4, 64);
+    key[64] = '\0';
+  } else {
+    key[0] = '\0';
+  }
   fclose(f);
   if (!got)
     return UV_EINVAL;
-  for (int i = 0; i < 64; i++) {
-    char c = line[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-      return UV_EINVAL;
-  }
+  if (!is_hex64(line))
+    return UV_EINVAL;
   if (line[64] != '\0' && line[64] != ' ' && line[64] != '\n')
     return UV_EINVAL;
   memcpy(hex, line, 64);
@@ -160,15 +173,16 @@ static int read_sidecar(const char *path, char hex[65]) {
   return 0;
 }
 
-/* Writes "<hex>  agent-runner\n" atomically. */
-static int write_sidecar(const char *path, const char *hex) {
+/* Writes the sidecar atomically; key: the public key's digest, or "". */
+static int write_sidecar(const char *path, const char *hex, const char *key) {
   char tmp[4400];
   snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return -errno;
-  char line[128];
-  int n = snprintf(line, sizeof line, "%s  agent-runner\n", hex);
+  char line[256];
+  int n = snprintf(line, sizeof line, "%s  agent-runner\n%s%s%s", hex, key[0] ? "key " : "",
+                   key, key[0] ? "\n" : "");
   int rc = 0;
   if (write(fd, line, (size_t)n) != n || fsync(fd) != 0)
     rc = errno ? -errno : UV_EIO;
@@ -189,14 +203,14 @@ static void lower(char *s) {
 
 int stg_agentfetch_install_cached(const stg_config_t *cfg, const stg_agentfetch_plan_t *p,
                                   char *desc, size_t desclen) {
-  char want[65], have[65];
+  char want[65], have[65], key[65];
   uint64_t size = 0;
   struct stat sb;
   if (stat(p->file, &sb) != 0) {
     fmt(desc, desclen, "agent-runner %s is not in the cache (%s)", p->version, p->dir);
     return 1;
   }
-  int rc = read_sidecar(p->sidecar, want);
+  int rc = read_sidecar(p->sidecar, want, key);
   if (rc != 0) {
     fmt(desc, desclen, "the cached agent-runner %s has no verified digest (%s: %s)",
         p->version, p->sidecar, rc == UV_EINVAL ? "not a digest" : uv_strerror(rc));
@@ -209,6 +223,16 @@ int stg_agentfetch_install_cached(const stg_config_t *cfg, const stg_agentfetch_
     if (strcmp(pin, want) != 0) {
       fmt(desc, desclen, "the cached agent-runner %s (sha256 %.12s...) is not the one "
           "[agent-runner] sha256 pins (%.12s...)", p->version, want, pin);
+      return 1;
+    }
+  }
+  if (is_set(cfg->agent_runner.public_key)) {
+    /* Only a download whose signature this key checked. */
+    char kh[65];
+    if (stg_agentbin_sha256_file(cfg->agent_runner.public_key, kh, NULL) != 0 ||
+        strcmp(kh, key) != 0) {
+      fmt(desc, desclen, "the cached agent-runner %s was not verified with the configured "
+          "public_key (%s)", p->version, cfg->agent_runner.public_key);
       return 1;
     }
   }
@@ -283,7 +307,7 @@ static void on_done(stg_fetch_t *f, int status, const char *sha256_hex) {
   af->waiting = false;
   if (status == 0) {
     /* Still under the lock: the digest belongs to the file just renamed. */
-    int rc = write_sidecar(af->plan.sidecar, sha256_hex);
+    int rc = write_sidecar(af->plan.sidecar, sha256_hex, af->key);
     if (rc != 0) {
       fmt(af->last_error, sizeof af->last_error, "write %s: %s", af->plan.sidecar,
                uv_strerror(rc));
@@ -341,6 +365,10 @@ int stg_agentfetch_start(uv_loop_t *loop, stg_agentfetch_t *af,
   fo.url = af->plan.url;
   fo.sha256_hex = is_set(cfg->agent_runner.sha256) ? cfg->agent_runner.sha256 : NULL;
   fo.public_key = is_set(cfg->agent_runner.public_key) ? cfg->agent_runner.public_key : NULL;
+  /* The key's digest goes into the sidecar (stg_fetch_start reports a
+   * missing key file). */
+  if (fo.public_key == NULL || stg_agentbin_sha256_file(fo.public_key, af->key, NULL) != 0)
+    af->key[0] = '\0';
   fo.dest = af->plan.file;
   fo.mode = 0755;
   fo.ca_file = is_set(cfg->agent_runner.ca_file) ? cfg->agent_runner.ca_file : NULL;
@@ -435,7 +463,8 @@ int stg_agentfetch_cache_list(const stg_config_t *cfg, stg_agentfetch_cache_fn f
     snprintf(part, sizeof part, "%s.partial", file);
     struct stat sb;
     uint64_t size = 0, partial = 0;
-    if (stat(file, &sb) == 0 && read_sidecar(side, hex) == 0)
+    char key[65];
+    if (stat(file, &sb) == 0 && read_sidecar(side, hex, key) == 0)
       size = (uint64_t)sb.st_size;
     else
       hex[0] = '\0';

@@ -11,7 +11,9 @@
  *     with its verified digest in agent-runner.sha256 next to it (written
  *     after the download verified); the download goes there, resumable;
  *   - installing from the cache into bin/ (origin "downloaded"), after
- *     re-hashing the cached file against that digest.
+ *     re-hashing the cached file against that digest; with a public_key
+ *     configured, only a download whose signature that key checked (the
+ *     sidecar names the key's digest).
  *
  * Contract: docs/agent-runner.md ("Fetching").
  */
@@ -97,6 +99,7 @@ struct stg_agentfetch_s {
   stg_fetch_t fetch;
   stg_agentfetch_options_t o;
   int lock_fd;             /* flock on <dir>/.lock while downloading */
+  char key[65];            /* SHA-256 of the public key file, "" without one */
 };
 
 /* Creates the cache directory and starts the download into it, holding

@@ -159,6 +159,27 @@ run timeout 60 "$SLIM" daemon stop
 expect_rc 0
 expect_no_stack
 
+case_ "public_key: a signature by another key is final (missing); the right key installs"
+H8=$T/home8
+write_config "$H8" 9.9.9
+export STIGMER_HOME=$H8
+openssl dgst -sha256 -sign "$CERTS/sign.key" -out "$WWW/rel/agent-runner-9.9.9-$os-$arch.sig" \
+	"$WWW/rel/agent-runner-9.9.9-$os-$arch"
+printf 'public_key = %s/other.pub.pem\n' "$CERTS" >>"$H8/config.ini"
+run timeout 120 "$SLIM" daemon start
+expect_rc 1
+expect_eq "$(comp agent-runner state)" missing "agent-runner state with the wrong key"
+expect_in "$(comp agent-runner reason)" "signature"
+[ ! -e "$H8/bin/agent-runner" ] && pass || fail "bin/agent-runner installed with a bad signature"
+stop_home "$H8"
+sed -i 's#other.pub.pem#sign.pub.pem#' "$H8/config.ini"
+run timeout 120 "$SLIM" daemon start
+expect_rc 0
+expect_eq "$(record "$H8" sha256)" "$sum999" "record sha256 with the right key"
+expect_eq "$(sed -n 2p "$H8/cache/agent-runner/9.9.9/agent-runner.sha256")" \
+	"key $(sha256sum <"$CERTS/sign.pub.pem" | cut -d' ' -f1)" "sidecar names the key"
+stop_home "$H8"
+
 case_ "a pinned agent-runner is never overwritten by a fetch"
 H4=$T/home4
 write_config "$H4" 9.9.9

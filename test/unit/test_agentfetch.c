@@ -199,6 +199,33 @@ TEST(cache_is_verified) {
   CHECK(access(bin, X_OK) == 0);
 }
 
+TEST(cache_and_public_key) {
+  fresh_home();
+  set("agent-runner.version", "4.0.0");
+  stg_agentfetch_plan_t p;
+  char why[1024], desc[1024], sha[65], keysha[65];
+  REQUIRE(stg_agentfetch_plan(&cfg, &p, why, sizeof why) == 0);
+  cache_put(&p, "#!/bin/sh\necho four\n", sha);
+  char key[512];
+  snprintf(key, sizeof key, "%s/key.pem", home);
+  write_file(key, "-----BEGIN PUBLIC KEY-----\nnot checked here\n-----END PUBLIC KEY-----\n");
+  REQUIRE(stg_agentbin_sha256_file(key, keysha, NULL) == 0);
+  set("agent-runner.public_key", key);
+  /* Verified without a signature check: not good enough now. */
+  CHECK_EQ_INT(stg_agentfetch_install_cached(&cfg, &p, desc, sizeof desc), 1);
+  CHECK_CONTAINS(desc, "public_key");
+  /* Checked with another key. */
+  char line[256];
+  snprintf(line, sizeof line, "%s  agent-runner\nkey %s\n", sha,
+           "1111111111111111111111111111111111111111111111111111111111111111");
+  write_file(p.sidecar, line);
+  CHECK_EQ_INT(stg_agentfetch_install_cached(&cfg, &p, desc, sizeof desc), 1);
+  /* Checked with this key. */
+  snprintf(line, sizeof line, "%s  agent-runner\nkey %s\n", sha, keysha);
+  write_file(p.sidecar, line);
+  CHECK_EQ_INT(stg_agentfetch_install_cached(&cfg, &p, desc, sizeof desc), 0);
+}
+
 static void collect(const char *version, uint64_t size, const char *sha256, uint64_t partial,
                     void *arg) {
   char *out = arg;
@@ -242,6 +269,7 @@ int main(void) {
   RUN(pinned_is_not_fetched_over);
   RUN(install_from_the_cache);
   RUN(cache_is_verified);
+  RUN(cache_and_public_key);
   RUN(cache_list);
   RUN(progress_text);
   stg_config_free(&cfg);
