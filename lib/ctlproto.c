@@ -67,10 +67,16 @@ int stg_ctlproto_parse(const char *line, size_t len, stg_ctl_request_t *out,
   } else if (strcmp(cmd, "wait") == 0) {
     out->cmd = STG_CTL_WAIT;
     json_t *t = json_object_get(req, "timeout_ms");
+    json_t *pr = json_object_get(req, "progress");
     if (t != NULL && !json_is_integer(t))
       rc = fail(code, "bad_request", err, errlen, "wait: timeout_ms is a number");
-    else if (t != NULL)
-      out->timeout_ms = json_integer_value(t) < 0 ? 0 : json_integer_value(t);
+    else if (pr != NULL && !json_is_boolean(pr))
+      rc = fail(code, "bad_request", err, errlen, "wait: progress is a boolean");
+    else {
+      if (t != NULL)
+        out->timeout_ms = json_integer_value(t) < 0 ? 0 : json_integer_value(t);
+      out->progress = json_is_true(pr);
+    }
   } else if (strcmp(cmd, "logs") == 0) {
     out->cmd = STG_CTL_LOGS;
     json_t *tail = json_object_get(req, "tail");

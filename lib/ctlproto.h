@@ -23,6 +23,7 @@ typedef struct {
   stg_ctl_cmd_t cmd;
   char component[64];       /* restart: "" for the whole stack */
   int64_t timeout_ms;       /* wait: default 60000 */
+  bool progress;            /* wait: also answer while a download transfers */
   uint64_t tail;            /* logs: default 100 */
   bool follow;              /* logs */
   unsigned n_components;    /* logs: 0 means all */

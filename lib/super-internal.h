@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "agentfetch.h"
 #include "config.h"
 #include "logstore.h"
 #include "super.h"
@@ -94,6 +95,10 @@ struct stg_comp_s {
   char reason[4700];           /* why failed/missing, or how it last ended */
   char program[4096];          /* what runs (agent-runner: its path) */
   stg_logsrc_t *log;
+  /* agent-runner fetching (issue 4): the download while FETCHING, and until
+   * its done callback after a cancel (a stop waits for it). */
+  stg_agentfetch_t *fetch;
+  bool fetch_restart;          /* start again when the cancelled fetch is done */
 };
 
 typedef enum {
@@ -148,11 +153,14 @@ void stg__super_stop(stg_super_t *sup);
 int stg__super_restart(stg_super_t *sup, const char *component, char *err, size_t errlen);
 json_t *stg__super_status_json(stg_super_t *sup);
 bool stg__super_settled(stg_super_t *sup);
+bool stg__super_fetching(stg_super_t *sup); /* a download is transferring */
 void stg__super_handle_closed(uv_handle_t *h);
 
 /* super_ctl.c */
 int stg__ctl_listen(stg_super_t *sup);
 void stg__ctl_settled(stg_super_t *sup); /* answer pending `wait` requests */
+/* answer pending `wait` requests that asked for "progress" (a fetch runs) */
+void stg__ctl_progress(stg_super_t *sup);
 void stg__ctl_close_all(stg_super_t *sup);
 
 #endif

@@ -39,7 +39,7 @@
 extern char **environ;
 
 static const char *const state_names[STG_CS_COUNT] = {
-    "stopped", "starting", "ready", "backoff", "stopping", "failed", "missing"};
+    "stopped", "starting", "ready", "backoff", "stopping", "failed", "missing", "fetching"};
 
 const char *stg_cstate_name(stg_cstate_t s) {
   return (unsigned)s < STG_CS_COUNT ? state_names[s] : "?";
@@ -448,9 +448,11 @@ static void free_env(char **envp) {
   free(envp);
 }
 
+static int agent_fetch(stg_comp_t *c, const char *missing);
+
 /* Where the agent-runner is, extracting the embedded one when needed.
  * Returns 0 with c->program set, 1 when it is missing (c->reason says
- * why), or a negative error. */
+ * why), 2 when a fetch is under way, or a negative error. */
 static int agent_program(stg_comp_t *c, bool full_check) {
   const stg_config_t *cfg = c->sup->cfg;
   stg_agentbin_state_t st;
@@ -465,17 +467,165 @@ static int agent_program(stg_comp_t *c, bool full_check) {
   if (desc[0] && st == STG_AGENTBIN_READY)
     sup_note(c->sup, c, "%s", desc);
   if (st == STG_AGENTBIN_MISSING) {
-    snprintf(c->reason, sizeof c->reason, "%s", desc);
-    return 1;
+    /* agent-runner fetching (issue 4): from the cache, or a download. */
+    rc = agent_fetch(c, desc);
+    if (rc != 0)
+      return rc;
+    rc = stg_agentbin_ensure_ex(cfg, &eo, c->program, sizeof c->program, &st, desc,
+                                sizeof desc);
+    if (rc < 0) {
+      snprintf(c->reason, sizeof c->reason, "%s", desc[0] ? desc : uv_strerror(rc));
+      return rc;
+    }
+    if (st == STG_AGENTBIN_MISSING) {
+      snprintf(c->reason, sizeof c->reason, "%s", desc);
+      return 1;
+    }
   }
   return 0;
+}
+
+/* --- agent-runner fetching (issue 4) ------------------------------------------------
+ * When agentbin reports MISSING and this configuration can fetch
+ * (lib/agentfetch), the component goes to FETCHING: the cached download is
+ * installed at once if there is a verified one, else a download starts and
+ * retries with backoff for as long as the supervisor runs. Its done callback
+ * starts the component (STARTING) or leaves it MISSING after a fatal
+ * failure. A stop cancels it; has_process() and maybe_done() wait for its
+ * done callback. */
+
+static void fetch_progress(stg_agentfetch_t *af) {
+  stg_comp_t *c = af->data;
+  stg__ctl_progress(c->sup);
+}
+
+static void fetch_failure(stg_agentfetch_t *af, const char *reason, bool will_retry,
+                          uint64_t retry_in_ms) {
+  stg_comp_t *c = af->data;
+  char w[32];
+  if (will_retry)
+    snprintf(c->reason, sizeof c->reason, "fetch attempt %u failed: %s; retrying in %s",
+             af->attempts, reason, stg_format_duration(retry_in_ms, w, sizeof w));
+  else
+    snprintf(c->reason, sizeof c->reason, "fetch attempt %u failed: %s; giving up",
+             af->attempts, reason);
+  stg_warn("%s: %s", c->name, c->reason);
+  if (c->log)
+    stg_logsrc_note(c->log, "%s", c->reason);
+  /* Waiting for a retry counts as settled, like BACKOFF. */
+  stg__super_advance(c->sup);
+}
+
+static void do_start(stg_comp_t *c, bool full_check);
+static void set_state(stg_comp_t *c, stg_cstate_t s);
+
+static void fetch_done(stg_agentfetch_t *af, int status) {
+  stg_comp_t *c = af->data;
+  stg_super_t *sup = c->sup;
+  bool again = c->fetch_restart;
+  c->fetch = NULL;
+  c->fetch_restart = false;
+  if (status == 0)
+    sup_note(sup, c, "downloaded agent-runner %s and verified its sha256 (%s)",
+             af->plan.version, af->plan.file);
+  if (sup->closing) {
+    free(af);
+    stg__super_handle_closed(NULL);
+    return;
+  }
+  if (c->state == STG_CS_FETCHING && sup->state != SUP_STOPPING &&
+      !sup->restarting_all) {
+    if (status == 0 || (status == UV_ECANCELED && again)) {
+      do_start(c, true);
+    } else {
+      if (status != UV_ECANCELED)
+        snprintf(c->reason, sizeof c->reason, "fetch of agent-runner %s failed: %s",
+                 af->plan.version, af->last_error[0] ? af->last_error : uv_strerror(status));
+      set_state(c, STG_CS_MISSING);
+      sup_note(sup, c, "missing: %s", c->reason);
+    }
+  } else if (c->state == STG_CS_FETCHING) {
+    set_state(c, STG_CS_STOPPED);
+  } else if (again && c->state == STG_CS_STOPPED && sup->state != SUP_STOPPING &&
+             !sup->restarting_all) {
+    do_start(c, true);
+  }
+  free(af);
+  stg__super_advance(sup);
+}
+
+/* The agent-runner is missing (why: missing). Returns 0 when it was installed
+ * from the cache, 2 when a fetch is under way, 1 when it cannot be fetched
+ * (c->reason says why and what to do), or a negative error. */
+static int agent_fetch(stg_comp_t *c, const char *missing) {
+  stg_super_t *sup = c->sup;
+  if (c->fetch != NULL) {
+    /* A cancelled fetch is still closing: start again once it is done. */
+    c->fetch_restart = true;
+    return 2;
+  }
+  stg_agentfetch_plan_t plan;
+  char why[1024];
+  int rc = stg_agentfetch_plan(sup->cfg, &plan, why, sizeof why);
+  if (rc != 0) {
+    snprintf(c->reason, sizeof c->reason, "%s; cannot fetch: %s", missing, why);
+    return rc == UV_ENOMEM ? rc : 1;
+  }
+  rc = stg_agentfetch_install_cached(sup->cfg, &plan, why, sizeof why);
+  if (rc == 0) {
+    sup_note(sup, c, "%s", why);
+    return 0;
+  }
+  if (rc < 0) {
+    snprintf(c->reason, sizeof c->reason, "%s", why);
+    return rc;
+  }
+  stg_agentfetch_t *af = calloc(1, sizeof *af);
+  if (af == NULL) {
+    snprintf(c->reason, sizeof c->reason, "fetch: out of memory");
+    return UV_ENOMEM;
+  }
+  stg_agentfetch_options_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.cfg = sup->cfg;
+  fo.plan = &plan;
+  fo.progress = fetch_progress;
+  fo.failure = fetch_failure;
+  fo.done = fetch_done;
+  fo.data = c;
+  char desc[1024] = "";
+  rc = stg_agentfetch_start(sup->loop, af, &fo, desc, sizeof desc);
+  if (rc == UV_EBUSY) {
+    /* `stigmer agent-runner fetch` is downloading it: look again after a
+     * backoff, when it is likely in the cache. */
+    free(af);
+    snprintf(c->reason, sizeof c->reason, "%s", desc);
+    return rc;
+  }
+  if (rc != 0) {
+    free(af);
+    snprintf(c->reason, sizeof c->reason, "%s; cannot fetch: %s", missing, desc);
+    return 1;
+  }
+  c->fetch = af;
+  c->fetch_restart = false;
+  snprintf(c->reason, sizeof c->reason, "fetching agent-runner %s from %s", plan.version,
+           plan.url);
+  sup_note(sup, c, "%s (%s)", c->reason, why);
+  return 2;
+}
+
+/* A download is transferring (not waiting for a retry). */
+bool stg__super_fetching(stg_super_t *sup) {
+  const stg_comp_t *c = &sup->comp[STG_COMP_AGENT_RUNNER];
+  return c->state == STG_CS_FETCHING && c->fetch != NULL && !c->fetch->waiting;
 }
 
 static void timer_arm(stg_comp_t *c, stg_timer_reason_t why, uint64_t ms);
 static void timer_cancel(stg_comp_t *c);
 
-/* Spawns the component. Returns 0, 1 when the program is missing, or a
- * negative error (c->reason says what). */
+/* Spawns the component. Returns 0, 1 when the program is missing, 2 when
+ * it is being fetched, or a negative error (c->reason says what). */
 static int spawn(stg_comp_t *c, bool full_check) {
   stg_super_t *sup = c->sup;
   char *args[3];
@@ -672,6 +822,10 @@ static void do_start(stg_comp_t *c, bool full_check) {
   timer_cancel(c);
   c->intent = INTENT_NONE;
   int rc = spawn(c, full_check);
+  if (rc == 2) { /* agent-runner fetching (issue 4): fetch_done goes on */
+    set_state(c, STG_CS_FETCHING);
+    return;
+  }
   if (rc == 1) {
     set_state(c, STG_CS_MISSING);
     sup_note(c->sup, c, "missing: %s", c->reason);
@@ -825,6 +979,22 @@ void stg__super_dispatch(stg_comp_t *c, stg_cevent_t ev) {
     }
     break;
 
+  case STG_CS_FETCHING:
+    /* agent-runner fetching (issue 4): fetch_done moves on from here. */
+    if (ev == EV_STOP) {
+      c->fetch_restart = false;
+      if (c->fetch)
+        stg_agentfetch_cancel(c->fetch);
+      sup_note(sup, c, "fetch cancelled: stopping");
+      set_state(c, STG_CS_STOPPED);
+    } else if (ev == EV_RESTART || ev == EV_START) {
+      /* Start over now (a fixed config, no backoff wait). */
+      c->fetch_restart = true;
+      if (c->fetch)
+        stg_agentfetch_cancel(c->fetch);
+    }
+    break;
+
   case STG_CS_STOPPING:
     switch (ev) {
     case EV_EXIT:
@@ -883,13 +1053,15 @@ void stg__super_dispatch(stg_comp_t *c, stg_cevent_t ev) {
 /* --- the stack ------------------------------------------------------------------------ */
 
 static bool has_process(const stg_comp_t *c) {
-  return c->run != NULL || c->state == STG_CS_STOPPING || c->group_lingers;
+  /* A cancelled fetch counts until its done callback (issue 4). */
+  return c->run != NULL || c->state == STG_CS_STOPPING || c->group_lingers ||
+         c->fetch != NULL;
 }
 
 /* Settled: nothing is on its way anywhere. Every enabled component is
  * ready, failed, missing, or waiting to restart after a failed start; a
  * runner still stopped because the server is not ready counts too. */
-bool stg__super_settled(stg_super_t *sup) {
+static bool settled(stg_super_t *sup, bool fetch_ok) {
   const stg_comp_t *server = &sup->comp[STG_COMP_SERVER];
   bool server_blocks = sup->cfg->component[STG_COMP_SERVER].enabled &&
                        server->state != STG_CS_READY;
@@ -907,12 +1079,21 @@ bool stg__super_settled(stg_super_t *sup) {
       if (i == STG_COMP_SERVER || !server_blocks)
         return false;
       break;
+    case STG_CS_FETCHING:
+      /* Settled only while waiting for a retry, like BACKOFF (issue 4);
+       * for systemd's readiness a download in progress counts too: the
+       * supervisor and the rest of the stack are up. */
+      if (!fetch_ok && (c->fetch == NULL || !c->fetch->waiting))
+        return false;
+      break;
     default:
       return false;
     }
   }
   return true;
 }
+
+bool stg__super_settled(stg_super_t *sup) { return settled(sup, false); }
 
 static void finish(stg_super_t *sup);
 
@@ -925,7 +1106,8 @@ static void advance_once(stg_super_t *sup) {
       if (i == STG_COMP_SERVER)
         continue;
       if (c->state == STG_CS_STARTING || c->state == STG_CS_READY ||
-          c->state == STG_CS_BACKOFF || c->state == STG_CS_MISSING)
+          c->state == STG_CS_BACKOFF || c->state == STG_CS_MISSING ||
+          c->state == STG_CS_FETCHING)
         stg__super_dispatch(c, EV_STOP);
       if (has_process(c))
         runners_busy = true;
@@ -968,6 +1150,10 @@ static void advance_once(stg_super_t *sup) {
         stg__super_dispatch(c, EV_START);
     }
   }
+  if (!sup->settled_once && settled(sup, true)) {
+    sup->settled_once = true;
+    systemd_notify(sup, "READY=1");
+  }
   if (stg__super_settled(sup)) {
     if (sup->state == SUP_STARTING) {
       sup->state = SUP_RUNNING;
@@ -977,12 +1163,10 @@ static void advance_once(stg_super_t *sup) {
           all_ready = false;
       sup_note(sup, NULL, "stack %s in %llums", all_ready ? "ready" : "settled with problems",
                (unsigned long long)(uv_now(sup->loop) - sup->started_at));
-      if (!sup->settled_once) {
-        sup->settled_once = true;
-        systemd_notify(sup, "READY=1");
-      }
     }
     stg__ctl_settled(sup);
+  } else if (stg__super_fetching(sup)) {
+    stg__ctl_progress(sup); /* `daemon start` shows the download (issue 4) */
   }
   systemd_status(sup);
 }
@@ -1080,6 +1264,23 @@ json_t *stg__super_status_json(stg_super_t *sup) {
                             : (c->state == STG_CS_BACKOFF ? json_integer(0) : json_null()));
     json_object_set_new(o, "reason", c->reason[0] ? json_string(c->reason) : json_null());
     json_object_set_new(o, "program", c->program[0] ? json_string(c->program) : json_null());
+    /* agent-runner fetching (issue 4): the download's progress. */
+    if (c->fetch != NULL && c->state == STG_CS_FETCHING) {
+      const stg_agentfetch_t *af = c->fetch;
+      json_t *f = json_pack("{s:I, s:I, s:f, s:i, s:o, s:s, s:s}", "bytes",
+                            (json_int_t)af->bytes, "total", (json_int_t)af->total, "rate",
+                            af->rate, "attempts", (int)af->attempts, "last_error",
+                            af->last_error[0] ? json_string(af->last_error) : json_null(),
+                            "url", af->plan.url, "version", af->plan.version);
+      json_object_set_new(f, "retry_in_ms",
+                          af->waiting ? json_integer((json_int_t)(af->retry_at > now
+                                                                      ? af->retry_at - now
+                                                                      : 0))
+                                      : json_null());
+      json_object_set_new(o, "fetch", f);
+    } else {
+      json_object_set_new(o, "fetch", json_null());
+    }
     json_array_append_new(comps, o);
   }
   static const char *const sst[] = {"starting", "running", "stopping"};
@@ -1322,6 +1523,9 @@ static void maybe_done(stg_super_t *sup) {
     return;
   if (sup->open_handles > 0 || sup->runs != NULL || sup->conns != NULL)
     return;
+  for (int i = 0; i < STG_COMP_COUNT; i++)
+    if (sup->comp[i].fetch != NULL)
+      return; /* its done callback comes (issue 4) */
   if (sup->logs != NULL) {
     stg_logstore_t *l = sup->logs;
     stg_logstore_close(l, logs_closed, sup);

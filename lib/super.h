@@ -19,6 +19,7 @@ typedef enum {
   STG_CS_STOPPING,    /* asked to stop: SIGTERM sent, waiting for the exit */
   STG_CS_FAILED,      /* too many restarts; waits for `daemon restart` */
   STG_CS_MISSING,     /* its program is not there */
+  STG_CS_FETCHING,    /* agent-runner: being downloaded (lib/agentfetch) */
   STG_CS_COUNT
 } stg_cstate_t;
 

@@ -23,6 +23,7 @@ struct stg_ctl_conn_s {
   bool closing;
   bool shutting_down;    /* a final reply is being flushed */
   bool waiting;          /* a `wait` request is pending */
+  bool progress;         /* ... and answers when a fetch transfers (issue 4) */
   bool logs_follow;
   stg_logsub_t *sub;
   char *buf;
@@ -145,6 +146,18 @@ static void on_wait_timeout(uv_timer_t *t) {
   send_json(c, st);
 }
 
+/* A `wait` with "progress": true also ends while a download transfers, so
+ * `daemon start` can show it (issue 4: agent-runner fetching). */
+void stg__ctl_progress(stg_super_t *sup) {
+  for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
+    if (!c->waiting || !c->progress || c->closing)
+      continue;
+    c->waiting = false;
+    uv_timer_stop(&c->timer);
+    send_json(c, stg__super_status_json(sup));
+  }
+}
+
 void stg__ctl_settled(stg_super_t *sup) {
   for (stg_ctl_conn_t *c = sup->conns; c; c = c->next) {
     if (!c->waiting || c->closing)
@@ -216,10 +229,12 @@ static void handle_request(stg_ctl_conn_t *c, const char *line, size_t len) {
     break;
   }
   case STG_CTL_WAIT:
-    if (sup->state != SUP_STARTING && stg__super_settled(sup)) {
+    if ((sup->state != SUP_STARTING && stg__super_settled(sup)) ||
+        (r.progress && stg__super_fetching(sup))) {
       send_json(c, stg__super_status_json(sup));
     } else {
       c->waiting = true;
+      c->progress = r.progress;
       uv_timer_start(&c->timer, on_wait_timeout, (uint64_t)r.timeout_ms, 0);
     }
     break;

@@ -5,6 +5,7 @@
 #define STG_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -40,5 +41,18 @@ int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_daemon_install_service(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_daemon_uninstall_service(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
+
+/* Download progress on stderr (cmd_agent_runner.c), for `agent-runner fetch`
+ * and `daemon start`: a bar redrawn in place on a terminal, else a line at
+ * most once a second. */
+typedef struct {
+  bool tty;           /* stderr is a terminal */
+  bool drawn;         /* a bar is on the current line */
+  uint64_t last_line; /* uv_hrtime() of the last line (not a terminal) */
+} stg_cli_progress_t;
+void stg_cli_progress_init(stg_cli_progress_t *p);
+void stg_cli_progress_show(stg_cli_progress_t *p, const char *what, uint64_t bytes,
+                           uint64_t total, double rate);
+void stg_cli_progress_end(stg_cli_progress_t *p); /* ends the bar's line */
 
 #endif

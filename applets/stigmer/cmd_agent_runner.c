@@ -1,13 +1,17 @@
-/* stigmer agent-runner status|path|extract|install PATH|reset */
+/* stigmer agent-runner status|path|extract|fetch|install PATH|reset */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <uv.h>
 
 #include "agentbin.h"
+#include "agentfetch.h"
 #include "cli.h"
+#include "parse.h"
 
 static const char usage[] =
     "Usage: stigmer agent-runner COMMAND\n"
@@ -16,12 +20,19 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  status [--json]   the record (bin/agent-runner.json), whether the file\n"
-    "                    matches it, the embedded payload, and what the\n"
-    "                    supervisor would do on its next start\n"
+    "                    matches it, the embedded payload, what the supervisor\n"
+    "                    would do on its next start, what it would fetch, and\n"
+    "                    the downloads in the cache\n"
     "  path              the path the supervisor runs: [agent-runner] path, else\n"
     "                    $STIGMER_HOME/bin/agent-runner\n"
     "  extract           extract the embedded agent-runner when the file is\n"
     "                    missing or differs from it (never over a pinned one)\n"
+    "  fetch [--attempts N]\n"
+    "                    download the agent-runner release ([agent-runner] version,\n"
+    "                    else this build's version) into the cache, verify it and\n"
+    "                    install it, showing progress; a verified cached copy is\n"
+    "                    installed without a download. N attempts in all\n"
+    "                    (default 5; 0: retry for ever)\n"
     "  install PATH [--version V]\n"
     "                    copy a hand-built agent-runner into place atomically and\n"
     "                    pin it: extraction and fetching leave it alone\n"
@@ -40,7 +51,42 @@ static json_t *str_or_null(const char *s) {
   return s && *s ? json_string(s) : json_null();
 }
 
-static int status_json(const stg_agentbin_status_t *st) {
+/* What a fetch would get, or why there is none. */
+static json_t *fetch_json(const stg_config_t *cfg) {
+  stg_agentfetch_plan_t plan;
+  char why[1024];
+  int rc = stg_agentfetch_plan(cfg, &plan, why, sizeof why);
+  if (rc != 0)
+    return json_pack("{s:b, s:s}", "possible", 0, "why", why);
+  return json_pack("{s:b, s:s, s:s, s:s}", "possible", 1, "version", plan.version, "url",
+                   plan.url, "cache", plan.dir);
+}
+
+static void cache_json_one(const char *version, uint64_t size, const char *sha256,
+                           uint64_t partial, void *arg) {
+  json_array_append_new(arg, json_pack("{s:s, s:b, s:I, s:o, s:I}", "version", version,
+                                       "verified", sha256[0] != '\0', "size",
+                                       (json_int_t)size, "sha256", str_or_null(sha256),
+                                       "partial", (json_int_t)partial));
+}
+
+static void cache_text_one(const char *version, uint64_t size, const char *sha256,
+                           uint64_t partial, void *arg) {
+  char hs[32], ps[32];
+  int *n = arg;
+  stg_agentbin_human_size(size, hs, sizeof hs);
+  stg_agentbin_human_size(partial, ps, sizeof ps);
+  printf("%s%s", (*n)++ ? "           " : "", version);
+  if (sha256[0])
+    printf(": %s, sha256 %.12s... (verified)", hs, sha256);
+  else
+    printf(": no verified file");
+  if (partial)
+    printf("; %s partial download", ps);
+  printf("\n");
+}
+
+static int status_json(const stg_config_t *cfg, const stg_agentbin_status_t *st) {
   json_t *root = json_object();
   json_object_set_new(root, "path", json_string(st->path));
   json_object_set_new(root, "configured", json_boolean(st->configured));
@@ -71,6 +117,10 @@ static int status_json(const stg_agentbin_status_t *st) {
                       json_string(st->state == STG_AGENTBIN_READY ? "ready" : "missing"));
   json_object_set_new(root, "would_write", json_boolean(st->would_write));
   json_object_set_new(root, "plan", json_string(st->plan));
+  json_object_set_new(root, "fetch", fetch_json(cfg));
+  json_t *cache = json_array();
+  stg_agentfetch_cache_list(cfg, cache_json_one, cache);
+  json_object_set_new(root, "cache", cache);
   char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(root);
   if (s == NULL)
@@ -80,7 +130,7 @@ static int status_json(const stg_agentbin_status_t *st) {
   return 0;
 }
 
-static void status_text(const stg_agentbin_status_t *st) {
+static void status_text(const stg_config_t *cfg, const stg_agentbin_status_t *st) {
   char hs[32];
   printf("path:      %s%s\n", st->path, st->configured ? " (from [agent-runner] path)" : "");
   if (st->exists) {
@@ -116,6 +166,19 @@ static void status_text(const stg_agentbin_status_t *st) {
   }
   printf("state:     %s\n", st->state == STG_AGENTBIN_READY ? "ready" : "missing");
   printf("next start: %s\n", st->plan);
+  stg_agentfetch_plan_t plan;
+  char why[1024];
+  if (stg_agentfetch_plan(cfg, &plan, why, sizeof why) == 0)
+    printf("fetch:     version %s from %s\n", plan.version, plan.url);
+  else
+    printf("fetch:     not possible: %s\n", why);
+  printf("cache:     ");
+  int n = 0;
+  int rc = stg_agentfetch_cache_list(cfg, cache_text_one, &n);
+  if (rc != 0)
+    printf("unreadable: %s\n", uv_strerror(rc));
+  else if (n == 0)
+    printf("empty\n");
 }
 
 static int cmd_status(stg_config_t *cfg, int argc, char **argv) {
@@ -138,10 +201,10 @@ static int cmd_status(stg_config_t *cfg, int argc, char **argv) {
   }
   int ret = st->state == STG_AGENTBIN_READY ? 0 : EXIT_MISSING;
   if (json) {
-    if (status_json(st) != 0)
+    if (status_json(cfg, st) != 0)
       ret = 1;
   } else {
-    status_text(st);
+    status_text(cfg, st);
   }
   free(st);
   return ret;
@@ -176,6 +239,163 @@ static int cmd_extract(stg_config_t *cfg, int argc, char **argv) {
   }
   printf("%s\n", desc);
   return 0;
+}
+
+/* --- progress ---------------------------------------------------------------------- */
+
+void stg_cli_progress_init(stg_cli_progress_t *p) {
+  p->tty = isatty(STDERR_FILENO) != 0;
+  p->drawn = false;
+  p->last_line = 0;
+}
+
+void stg_cli_progress_show(stg_cli_progress_t *p, const char *what, uint64_t bytes,
+                           uint64_t total, double rate) {
+  char line[256];
+  stg_agentfetch_format_progress(bytes, total, rate, line, sizeof line);
+  if (p->tty) {
+    char bar[32];
+    int w = 24, fill = total > 0 ? (int)((bytes >= total ? total : bytes) * (uint64_t)w / total)
+                                  : 0;
+    for (int i = 0; i < w; i++)
+      bar[i] = i < fill ? '#' : (total > 0 ? '.' : ' ');
+    bar[w] = '\0';
+    fprintf(stderr, "\r\033[K%s [%s] %s", what, bar, line);
+    p->drawn = true;
+  } else {
+    uint64_t now = uv_hrtime();
+    if (p->last_line != 0 && now - p->last_line < 1000000000u)
+      return;
+    p->last_line = now;
+    fprintf(stderr, "%s: %s\n", what, line);
+  }
+  fflush(stderr);
+}
+
+void stg_cli_progress_end(stg_cli_progress_t *p) {
+  if (p->drawn)
+    fputc('\n', stderr);
+  p->drawn = false;
+}
+
+/* --- fetch ---------------------------------------------------------------------------- */
+
+typedef struct {
+  stg_agentfetch_t af;
+  stg_cli_progress_t bar;
+  char what[200];
+  int status;
+} fg_fetch_t;
+
+static void fg_progress(stg_agentfetch_t *af) {
+  fg_fetch_t *f = af->data;
+  stg_cli_progress_show(&f->bar, f->what, af->bytes, af->total, af->rate);
+}
+
+static void fg_failure(stg_agentfetch_t *af, const char *reason, bool will_retry,
+                       uint64_t retry_in_ms) {
+  fg_fetch_t *f = af->data;
+  stg_cli_progress_end(&f->bar);
+  char w[32];
+  if (will_retry)
+    fprintf(stderr, "stigmer: attempt %u failed: %s; retrying in %s\n", af->attempts, reason,
+            stg_format_duration(retry_in_ms, w, sizeof w));
+  else
+    fprintf(stderr, "stigmer: attempt %u failed: %s; giving up\n", af->attempts, reason);
+}
+
+static void fg_done(stg_agentfetch_t *af, int status) {
+  fg_fetch_t *f = af->data;
+  if (status == 0)
+    stg_cli_progress_show(&f->bar, f->what, af->bytes, af->total, af->rate);
+  stg_cli_progress_end(&f->bar);
+  f->status = status;
+}
+
+static int cmd_fetch(stg_config_t *cfg, int argc, char **argv) {
+  unsigned attempts = 5;
+  for (int i = 1; i < argc; i++) {
+    const char *v = NULL;
+    if (strcmp(argv[i], "--attempts") == 0) {
+      if (i + 1 >= argc)
+        return stg_cli_usage_error("agent-runner fetch: --attempts needs a number");
+      v = argv[++i];
+    } else if (strncmp(argv[i], "--attempts=", 11) == 0) {
+      v = argv[i] + 11;
+    } else {
+      return stg_cli_usage_error("agent-runner fetch: unknown argument '%s'", argv[i]);
+    }
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n > 1000000)
+      return stg_cli_usage_error("agent-runner fetch: --attempts: '%s' is not a number", v);
+    attempts = (unsigned)n;
+  }
+  stg_agentfetch_plan_t plan;
+  char desc[1024];
+  int rc = stg_agentfetch_plan(cfg, &plan, desc, sizeof desc);
+  if (rc != 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s\n", desc);
+    return 1;
+  }
+  rc = stg_agentfetch_install_cached(cfg, &plan, desc, sizeof desc);
+  if (rc == 0) {
+    printf("%s\n", desc);
+    return 0;
+  }
+  if (rc < 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s\n", desc);
+    return 1;
+  }
+  fprintf(stderr, "stigmer: %s; fetching %s\n", desc, plan.url);
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t loop;
+  rc = uv_loop_init(&loop);
+  if (rc != 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s\n", uv_strerror(rc));
+    return 1;
+  }
+  fg_fetch_t *f = calloc(1, sizeof *f);
+  if (f == NULL) {
+    uv_loop_close(&loop);
+    return 1;
+  }
+  stg_cli_progress_init(&f->bar);
+  snprintf(f->what, sizeof f->what, "agent-runner %s", plan.version);
+  stg_agentfetch_options_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.cfg = cfg;
+  fo.plan = &plan;
+  fo.max_attempts = attempts;
+  fo.progress = fg_progress;
+  fo.failure = fg_failure;
+  fo.done = fg_done;
+  fo.data = f;
+  int ret = 1;
+  rc = stg_agentfetch_start(&loop, &f->af, &fo, desc, sizeof desc);
+  if (rc != 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s\n", desc);
+    goto out;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (f->status != 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s: %s\n", plan.url,
+            f->af.last_error[0] ? f->af.last_error : uv_strerror(f->status));
+    goto out;
+  }
+  rc = stg_agentfetch_install_cached(cfg, &plan, desc, sizeof desc);
+  if (rc != 0) {
+    fprintf(stderr, "stigmer: agent-runner fetch: %s\n", desc);
+    goto out;
+  }
+  printf("downloaded and verified %s; %s\n", plan.url, desc);
+  printf("a running daemon uses it from the agent-runner's next start "
+         "(stigmer daemon restart agent-runner)\n");
+  ret = 0;
+out:
+  uv_loop_close(&loop);
+  free(f);
+  return ret;
 }
 
 static int cmd_install(stg_config_t *cfg, int argc, char **argv) {
@@ -243,8 +463,8 @@ int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv) {
     const char *name;
     int (*fn)(stg_config_t *cfg, int argc, char **argv);
   } subs[] = {
-      {"extract", cmd_extract}, {"install", cmd_install}, {"path", cmd_path},
-      {"reset", cmd_reset},     {"status", cmd_status},
+      {"extract", cmd_extract}, {"fetch", cmd_fetch},   {"install", cmd_install},
+      {"path", cmd_path},       {"reset", cmd_reset},   {"status", cmd_status},
   };
   for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
     if (strcmp(subs[i].name, sub) == 0)

@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "agentfetch.h"
 #include "applets.h"
 #include "cli.h"
 #include "ctlclient.h"
@@ -105,6 +106,23 @@ static void print_status(json_t *st, FILE *out) {
       snprintf(text, sizeof text, "restart in %s; %s", nr, reason ? reason : "");
     } else if ((strcmp(state, "failed") == 0 || strcmp(state, "missing") == 0) && reason) {
       snprintf(text, sizeof text, "%s", reason);
+    } else if (strcmp(state, "fetching") == 0 && json_is_object(json_object_get(c, "fetch"))) {
+      json_t *f = json_object_get(c, "fetch");
+      char prog[256];
+      stg_agentfetch_format_progress((uint64_t)json_integer_value(json_object_get(f, "bytes")),
+                                     (uint64_t)json_integer_value(json_object_get(f, "total")),
+                                     json_number_value(json_object_get(f, "rate")), prog,
+                                     sizeof prog);
+      if (json_is_integer(json_object_get(f, "retry_in_ms"))) {
+        char nr[32];
+        fmt_ms(json_object_get(f, "retry_in_ms"), nr, sizeof nr);
+        snprintf(text, sizeof text, "attempt %lld failed: %s; retry in %s",
+                 (long long)json_integer_value(json_object_get(f, "attempts")),
+                 str_or(json_object_get(f, "last_error"), "?"), nr);
+      } else {
+        snprintf(text, sizeof text, "version %s: %s",
+                 str_or(json_object_get(f, "version"), "?"), prog);
+      }
     } else {
       snprintf(text, sizeof text, "%s", status ? status : "");
     }
@@ -166,19 +184,73 @@ static int explain_failures(stg_config_t *cfg, json_t *st) {
   return bad;
 }
 
-/* Waits for the stack to settle and reports. Returns the exit code. */
+/* The agent-runner's download while it transfers, else NULL. */
+static json_t *active_fetch(json_t *st) {
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(st, "components"), i, c) {
+    json_t *f = json_object_get(c, "fetch");
+    if (strcmp(str_or(json_object_get(c, "state"), ""), "fetching") == 0 &&
+        json_is_object(f) && json_is_null(json_object_get(f, "retry_in_ms")))
+      return f;
+  }
+  return NULL;
+}
+
+/* While the agent-runner downloads: a progress bar (or lines), polling
+ * `status` every 200 ms until the transfer ends or waits for a retry. */
+static void show_fetch(stg_config_t *cfg, json_t *f0) {
+  stg_cli_progress_t bar;
+  stg_cli_progress_init(&bar);
+  char what[200];
+  snprintf(what, sizeof what, "fetching agent-runner %s",
+           str_or(json_object_get(f0, "version"), "?"));
+  for (;;) {
+    json_t *req = json_pack("{s:s}", "cmd", "status");
+    json_t *st = NULL;
+    int rc = stg_ctl_call(cfg, req, 10000, &st);
+    json_decref(req);
+    if (rc != 0)
+      break;
+    json_t *f = active_fetch(st);
+    if (f == NULL) {
+      json_decref(st);
+      break;
+    }
+    stg_cli_progress_show(&bar, what, (uint64_t)json_integer_value(json_object_get(f, "bytes")),
+                          (uint64_t)json_integer_value(json_object_get(f, "total")),
+                          json_number_value(json_object_get(f, "rate")));
+    json_decref(st);
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  stg_cli_progress_end(&bar);
+}
+
+/* Waits for the stack to settle and reports. Returns the exit code. While
+ * the agent-runner is being fetched (and the download transfers) it shows
+ * the progress, then waits again with a fresh timeout. */
 static int wait_and_report(stg_config_t *cfg) {
   uint64_t t = 0;
   for (int i = 0; i < STG_COMP_COUNT; i++)
     t += cfg->component[i].ready_timeout_ms;
   t += 10000;
-  json_t *req = json_pack("{s:s, s:I}", "cmd", "wait", "timeout_ms", (json_int_t)t);
   json_t *st = NULL;
-  int rc = stg_ctl_call(cfg, req, (int)(t + 5000), &st);
-  json_decref(req);
-  if (rc != 0) {
-    fprintf(stderr, "stigmer: waiting for the stack: %s\n", uv_strerror(rc));
-    return 1;
+  for (;;) {
+    json_t *req = json_pack("{s:s, s:I, s:b}", "cmd", "wait", "timeout_ms", (json_int_t)t,
+                            "progress", 1);
+    int rc = stg_ctl_call(cfg, req, (int)(t + 5000), &st);
+    json_decref(req);
+    if (rc != 0) {
+      fprintf(stderr, "stigmer: waiting for the stack: %s\n", uv_strerror(rc));
+      return 1;
+    }
+    json_t *f = active_fetch(st);
+    if (f == NULL || json_is_true(json_object_get(st, "timeout")))
+      break;
+    show_fetch(cfg, f);
+    json_decref(st);
+    st = NULL;
   }
   print_status(st, stdout);
   int code = 0;

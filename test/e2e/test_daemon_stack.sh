@@ -60,7 +60,7 @@ wait_for 5 test -e "$T/systemd.out"
 NOTIFY_SOCKET="$T/systemd.sock" "$STIGMER_BIN" daemon run --no-echo 2>"$T/run.err" &
 runner=$!
 wait_for 10 grep -q "READY=1" "$T/systemd.out" && pass || fail "no READY=1 ($(cat "$T/systemd.out"))"
-expect_in "$(cat "$T/systemd.out")" "STATUS=server ready, workflow-runner ready, agent-runner ready"
+wait_for 5 grep -q "STATUS=server ready, workflow-runner ready, agent-runner ready" "$T/systemd.out" && pass || fail "no STATUS= line with every component ready ($(cat "$T/systemd.out"))"
 for c in server workflow-runner agent-runner; do
 	expect_eq "$(comp "$c" state)" ready "$c under daemon run"
 done
