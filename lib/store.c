@@ -649,16 +649,16 @@ int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after, int li
   int64_t last = after;
   int r;
   while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-    json_t *e = json_loads(col_text(s, 3) ? col_text(s, 3) : "{}", 0, NULL);
-    if (!json_is_object(e)) {
-      json_decref(e);
-      e = json_object();
-    }
+    /* seq, at and type first, then the event's own fields */
     last = sqlite3_column_int64(s, 0);
-    json_object_set_new(e, "seq", json_integer(last));
-    json_object_set_new(e, "at", json_time(s, 1));
-    json_object_set_new(e, "type", json_text(s, 2));
-    json_array_append_new(arr, e);
+    json_t *e = json_pack("{s:I, s:o, s:o}", "seq", (json_int_t)last, "at", json_time(s, 1),
+                          "type", json_text(s, 2));
+    json_t *d = json_loads(col_text(s, 3) ? col_text(s, 3) : "{}", 0, NULL);
+    if (e && json_is_object(d))
+      json_object_update_missing(e, d);
+    json_decref(d);
+    if (e)
+      json_array_append_new(arr, e);
   }
   sqlite3_reset(s);
   if (r != SQLITE_DONE) {
@@ -849,12 +849,14 @@ static int leased_task(stg_store_t *st, const char *id, const char *worker, int6
   int rc = read_task(st, id, t);
   if (rc != 0)
     return rc;
-  if (strcmp(t->state, "leased") != 0 || strcmp(t->worker, worker) != 0 ||
-      t->lease_until <= now)
-    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s' (it is %s%s%.100s)",
-                   id, worker, t->lease_until <= now && strcmp(t->state, "leased") == 0
-                                   ? "a lapsed lease" : t->state,
-                   t->worker[0] ? " by " : "", t->worker);
+  if (strcmp(t->state, "leased") != 0)
+    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s': it is %s", id,
+                   worker, t->state);
+  if (strcmp(t->worker, worker) != 0)
+    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s': it is leased to "
+                   "'%.100s'", id, worker, t->worker);
+  if (t->lease_until <= now)
+    return set_err(st, UV_EBUSY, "task %s: the lease of worker '%.100s' lapsed", id, worker);
   return 0;
 }
 
