@@ -866,6 +866,7 @@ void api_set_store(api_t *api, stg_store_t *store) {
 
 static void on_lease_timer_closed(uv_handle_t *h) {
   api_t *api = container_of((uv_timer_t *)h, api_t, lease_timer);
+  api->store = NULL; /* the caller closes it in the callback */
   if (api->closed_cb)
     api->closed_cb(api);
 }

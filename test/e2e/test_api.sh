@@ -379,6 +379,17 @@ expect_eq "$missing" 0 "accepted executions lost"
 api GET "/v1/executions/$EX"
 expect_eq "$(j .state)" succeeded "an old execution after restart"
 
+case_ "a database newer than the binary is refused with a clear error"
+if command -v sqlite3 >/dev/null; then
+	mkdir -p "$T/newer/data"
+	sqlite3 "$T/newer/data/stigmer.db" "PRAGMA user_version = 999;"
+	run timeout 20 "$STIGMER_BIN" internal-server --listen 127.0.0.1:0 --home "$T/newer"
+	expect_rc 1
+	expect_in "$err" "schema version 999, newer than this stigmer knows"
+else
+	echo "(no sqlite3 CLI: skipped)"
+fi
+
 case_ "SIGTERM answers long polls and exits 0"
 bg_api last GET "/v1/executions/$EX5/events?after=100&wait=60s"
 sleep 0.2
