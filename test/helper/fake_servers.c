@@ -244,6 +244,7 @@ typedef struct {
   uv_timer_t timer;
   stg_http_req_t *req;
   bool used;
+  char worker[128];
 } claim_t;
 
 static task_t tasks[MAX_TASKS];
@@ -280,7 +281,7 @@ static void claim_closed(uv_handle_t *h) { ((claim_t *)h->data)->used = false; }
 
 static void claim_end(claim_t *c, task_t *t) {
   if (t != NULL && !stg_http_req_gone(c->req))
-    give_task(c->req, t, "parked");
+    give_task(c->req, t, c->worker);
   else
     stg_http_respond(c->req, 204, "application/json", "", 0);
   c->req = NULL;
@@ -335,6 +336,7 @@ static void h_claim(stg_http_req_t *req, void *data) {
     } else {
       c->used = true;
       c->req = req;
+      snprintf(c->worker, sizeof c->worker, "%s", worker);
       c->timer.data = c;
       uv_timer_init(srv.loop, &c->timer);
       uv_timer_start(&c->timer, on_claim_timeout, wait_ms > 60000 ? 60000 : wait_ms, 0);
