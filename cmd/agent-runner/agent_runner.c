@@ -306,7 +306,9 @@ static void on_health(stg_curluv_t *c, int err, long status, const char *body, s
     return;
   }
   char why[600];
-  if (err != 0)
+  if (err == UV_ECONNREFUSED)
+    snprintf(why, sizeof why, "connect: connection refused (%s)", stg_curluv_errmsg(c));
+  else if (err != 0)
     snprintf(why, sizeof why, "%s", stg_curluv_errmsg(c));
   else
     snprintf(why, sizeof why, "status %ld", status);
