@@ -104,6 +104,8 @@ typedef struct {
   stg_curluv_t hb;         /* POST .../heartbeat */
   stg_curluv_t model;      /* the chat model */
   stg_curluv_t report;     /* POST .../complete or .../release */
+  char hb_task[64];        /* the task the heartbeat in flight is for */
+  char model_task[64];     /* the task the model call in flight is for */
   char server[320];        /* "http://host:port" */
   provider_t provider;
   const char *provider_name;
@@ -452,8 +454,9 @@ static void on_hb(stg_curluv_t *c, int err, long status, const char *body, size_
   (void)len;
   runner_t *r = c->data;
   task_t *t = &r->task;
-  if (r->stopping || err == UV_ECANCELED || !t->held || t->completing)
-    return;
+  if (r->stopping || err == UV_ECANCELED || !t->held || t->completing ||
+      strcmp(r->hb_task, t->id) != 0)
+    return; /* stale: for a task that is over */
   if (err == 0 && status == 409) {
     task_abandon(r, "heartbeat: 409, the lease is no longer ours");
     return;
@@ -491,6 +494,7 @@ static void on_heartbeat_timer(uv_timer_t *tm) {
   char path[160];
   snprintf(path, sizeof path, "/v1/tasks/%s/heartbeat", t->id);
   char *body = dump(json_pack("{s:s}", "worker", r->worker));
+  snprintf(r->hb_task, sizeof r->hb_task, "%s", t->id);
   int rc = body ? server_request(r, &r->hb, path, body, hb_interval(t->lease_ms), on_hb)
                 : UV_ENOMEM;
   if (rc < 0)
@@ -542,8 +546,9 @@ static void on_model(stg_curluv_t *c, int err, long status, const char *body, si
   (void)len;
   runner_t *r = c->data;
   task_t *t = &r->task;
-  if (r->stopping || err == UV_ECANCELED || !t->held || t->completing)
-    return;
+  if (r->stopping || err == UV_ECANCELED || !t->held || t->completing ||
+      strcmp(r->model_task, t->id) != 0)
+    return; /* stale: for a task that is over */
   char msg[2048], detail[700];
   const char *who = r->provider_name;
   if (err != 0) {
@@ -648,6 +653,7 @@ static void model_call(runner_t *r) {
   o.cb = on_model;
   o.data = r;
   t->attempts++;
+  snprintf(r->model_task, sizeof r->model_task, "%s", t->id);
   int rc = body ? stg_curluv_start(r->loop, &r->model, &o) : UV_ENOMEM;
   free(body);
   if (rc < 0) {
@@ -701,7 +707,8 @@ static bool task_take(runner_t *r, const char *body) {
     t->prompt = strdup(json_string_value(prompt));
   json_decref(j);
   uint64_t i = hb_interval(t->lease_ms);
-  uv_timer_start(&r->heartbeat, on_heartbeat_timer, i, i);
+  if (!r->stopping)
+    uv_timer_start(&r->heartbeat, on_heartbeat_timer, i, i);
   if (!ok || t->prompt == NULL) {
     const char *msg = ok ? "out of memory" : "the task's payload has no prompt";
     task_finish(r, false, msg, strlen(msg));
@@ -718,8 +725,14 @@ static bool task_take(runner_t *r, const char *body) {
 static void on_claim(stg_curluv_t *c, int err, long status, const char *body, size_t len) {
   (void)len;
   runner_t *r = c->data;
-  if (r->stopping || err == UV_ECANCELED)
+  if (err == UV_ECANCELED)
     return;
+  if (r->stopping) {
+    /* A task handed out as we stop: give it back at once. */
+    if (err == 0 && status == 200 && task_take(r, body))
+      report_start(r);
+    return;
+  }
   if (err == 0 && status == 204) {
     r->backoff_ms = CLAIM_BACKOFF_INITIAL_MS;
     claim_start(r);
