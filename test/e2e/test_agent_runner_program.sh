@@ -1,6 +1,6 @@
 # The reference agent-runner program (cmd/agent-runner): waits for the
 # server's /healthz, sends READY=1 and WATCHDOG=1 over NOTIFY_SOCKET, exits 0
-# on SIGTERM and when its parent dies.
+# on SIGTERM and when its parent dies. (Tasks: test_agent_runner_tasks.sh.)
 . "$(dirname "$0")/lib.sh"
 H=${STG_TEST_HELPER:?}
 AR=${STG_BUILD_DIR:?}/agent-runner
@@ -91,7 +91,7 @@ start_notify n4
 STIGMER_SERVER_ADDR=127.0.0.1:$port NOTIFY_SOCKET=$T/n4.sock "$AR" 2>"$T/ar4.err" &
 ar=$!
 STG_BG_PIDS="$STG_BG_PIDS $ar"
-wait_for 20 grep -q "status '503 Not OK'" "$T/ar4.err" && pass || fail "$(cat "$T/ar4.err")"
+wait_for 20 grep -q "attempt 1): status 503" "$T/ar4.err" && pass || fail "$(cat "$T/ar4.err")"
 wait_for 20 count_ge 2 'request: GET /healthz' "$T/srv4.out" && pass ||
 	fail "did not retry"
 expect_not_in "$(cat "$T/n4.msgs")" "READY=1"

@@ -38,6 +38,9 @@
  *   notify-listen PATH OUT  receive sd_notify datagrams on the unix socket
  *                           PATH, append each as a line to OUT, until
  *                           SIGTERM
+ *   fake-llm PORT PORTFILE MODE, fake-tasks PORT PORTFILE [LEASE_MS]
+ *                           a fake chat model and a fake task server
+ *                           (fake_servers.c says how they behave)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,6 +67,9 @@
 
 #include "notify.h"
 #include "pdeath.h"
+
+int stg_helper_fake_llm(int argc, char **argv);
+int stg_helper_fake_tasks(int argc, char **argv);
 
 static volatile sig_atomic_t got_term;
 
@@ -422,6 +428,10 @@ int main(int argc, char **argv) {
     return stg_notify(argv[2]) == 0 ? 0 : 1;
   if (strcmp(mode, "http-ok") == 0 && argc >= 3)
     return http_ok(argc, argv);
+  if (strcmp(mode, "fake-llm") == 0 && argc >= 5)
+    return stg_helper_fake_llm(argc, argv);
+  if (strcmp(mode, "fake-tasks") == 0 && argc >= 4)
+    return stg_helper_fake_tasks(argc, argv);
   if (strcmp(mode, "notify-recv") == 0 && argc >= 4)
     return notify_recv(argv[2], argv[3]);
   if (strcmp(mode, "pdeath") == 0 && argc >= 4)
