@@ -52,7 +52,7 @@ _stigmer() {
 		install)
 			if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version" -- "$cur"))
 			else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
-		fetch) COMPREPLY=($(compgen -W "--version" -- "$cur")) ;;
+		fetch) COMPREPLY=($(compgen -W "--attempts" -- "$cur")) ;;
 		esac ;;
 	config)
 		case $sub in

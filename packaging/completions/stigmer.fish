@@ -50,7 +50,8 @@ complete -c stigmer -n "not __fish_seen_subcommand_from $commands" -a version -d
 complete -c stigmer -n '__stigmer_sub agent-runner' -a 'status path extract install reset fetch'
 complete -c stigmer -n '__stigmer_sub agent-runner status' -l json -d 'as JSON'
 complete -c stigmer -n '__stigmer_sub agent-runner install' -F
-complete -c stigmer -n '__stigmer_sub agent-runner install fetch' -l version -x -d 'version'
+complete -c stigmer -n '__stigmer_sub agent-runner install' -l version -x -d 'version'
+complete -c stigmer -n '__stigmer_sub agent-runner fetch' -l attempts -x -d 'how many tries, 0 for ever'
 # config
 complete -c stigmer -n '__stigmer_sub config' -a show
 complete -c stigmer -n '__stigmer_sub config show' -l json -d 'as JSON'
