@@ -3,6 +3,8 @@
 
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
 BUILD_REL  ?= build-release
 JOBS       ?= 2
 CMAKE_ARGS ?=
@@ -14,7 +16,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 VERSION    ?=
 
-.PHONY: all deps build build-san test test-fast test-san run clean help \
+.PHONY: all deps build build-san test test-fast test-san run clean help fuzz fuzz-short \
 	build-agent-runner install-agent-runner release-local release-local-full \
 	install release test-release
 
@@ -57,7 +59,7 @@ test-san: build-san
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
-test: test-fast test-san test-release
+test: test-fast test-san test-release fuzz-short
 
 # Two clean release builds and a comparison (docs/install.md): a few minutes.
 test-release: deps
@@ -91,7 +93,7 @@ release-local-full: build-agent-runner
 	$(MAKE) release-local
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL) $(BUILD_FUZZ)
 
 # --- install and release (docs/install.md) -------------------------------------------
 
@@ -105,3 +107,22 @@ release: deps
 # The stack in the foreground with its merged, coloured logs; Ctrl-C stops it.
 run: build
 	$(BUILD)/stigmer daemon run
+
+# libFuzzer targets (test/fuzz/fuzz_*.c), built with clang, each run for
+# FUZZ_SECONDS over its seed corpus; new inputs go to build-fuzz/corpus/.
+# `make test` runs them for 10 seconds each.
+fuzz: deps
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	  -DSTIGMER_FUZZ=ON -DBUILD_TESTING=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_all
+	@set -e; for t in $(BUILD_FUZZ)/fuzz/fuzz_*; do \
+	  n=$$(basename $$t); mkdir -p $(BUILD_FUZZ)/corpus/$$n; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=0 \
+	    $(BUILD_FUZZ)/corpus/$$n test/fuzz/corpus/$$n 2>$(BUILD_FUZZ)/$$n.log || \
+	    { tail -n 40 $(BUILD_FUZZ)/$$n.log; exit 1; }; \
+	  tail -n 1 $(BUILD_FUZZ)/$$n.log; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=10
