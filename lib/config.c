@@ -734,6 +734,33 @@ char *stg_config_show_json(const stg_config_t *cfg) {
   return s;
 }
 
+int stg_config_load_all(stg_config_t *cfg, const stg_config_overrides_t *o, char *err,
+                        size_t errlen) {
+  int rc = stg_config_init(cfg, o->home);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot find a home directory: set STIGMER_HOME or use --home");
+    stg_config_free(cfg);
+    return rc;
+  }
+  rc = stg_config_load(cfg, err, errlen);
+  for (unsigned i = 0; rc == 0 && i < o->n_sets; i++) {
+    const char *eq = strchr(o->sets[i], '=');
+    if (eq == NULL) {
+      snprintf(err, errlen, "--set: expected SECTION.KEY=VALUE, got '%s'", o->sets[i]);
+      rc = UV_EINVAL;
+      break;
+    }
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - o->sets[i]), o->sets[i]);
+    rc = stg_config_set(cfg, key, eq + 1, err, errlen);
+  }
+  if (rc == 0 && o->log_level)
+    rc = stg_config_set(cfg, "log.level", o->log_level, err, errlen);
+  if (rc != 0)
+    stg_config_free(cfg);
+  return rc;
+}
+
 void stg_config_free(stg_config_t *cfg) {
   for (size_t k = 0; k < N_KEYS; k++) {
     ktype_t t = keys[k].type;

@@ -127,6 +127,20 @@ void stg_config_show(const stg_config_t *cfg, FILE *out);
 /* The same as a JSON object string (caller frees). */
 char *stg_config_show_json(const stg_config_t *cfg);
 
+/* What a command line may override, for stg_config_load_all. */
+typedef struct {
+  const char *home;         /* --home DIR, or NULL for $STIGMER_HOME/~/.stigmer */
+  const char *log_level;    /* --log-level LEVEL, or NULL */
+  const char *const *sets;  /* "section.key=value" from --set, applied in order */
+  unsigned n_sets;          /* how many sets */
+} stg_config_overrides_t;
+
+/* init + load + the overrides: the whole configuration of a command. On
+ * an error, cfg is freed and err says what (naming file, line and key, or
+ * the flag). */
+int stg_config_load_all(stg_config_t *cfg, const stg_config_overrides_t *o, char *err,
+                        size_t errlen);
+
 void stg_config_free(stg_config_t *cfg);
 
 /* Path helpers: $home/<rel>, written into buf. Return buf or NULL if it

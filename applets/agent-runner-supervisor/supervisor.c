@@ -46,23 +46,8 @@ typedef struct {
 
 static int load_config(stg_config_t *cfg, char *err, size_t errlen, void *data) {
   const sup_args_t *a = data;
-  int rc = stg_config_init(cfg, a->home);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot find a home directory: set STIGMER_HOME");
-    return rc;
-  }
-  rc = stg_config_load(cfg, err, errlen);
-  for (unsigned i = 0; rc == 0 && i < a->n_sets; i++) {
-    const char *eq = strchr(a->sets[i], '=');
-    char key[256];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - a->sets[i]), a->sets[i]);
-    rc = stg_config_set(cfg, key, eq + 1, err, errlen);
-  }
-  if (rc == 0 && a->log_level)
-    rc = stg_config_set(cfg, "log.level", a->log_level, err, errlen);
-  if (rc != 0)
-    stg_config_free(cfg);
-  return rc;
+  stg_config_overrides_t o = {a->home, a->log_level, a->sets, a->n_sets};
+  return stg_config_load_all(cfg, &o, err, errlen);
 }
 
 int agent_runner_supervisor_main(int argc, char **argv) {

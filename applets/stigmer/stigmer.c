@@ -68,23 +68,9 @@ stg_config_t *stg_cli_config(stg_cli_t *cli) {
   if (cli->loaded)
     return &cli->cfg;
   char err[4608];
-  int rc = stg_config_init(&cli->cfg, cli->home);
-  if (rc != 0) {
-    fprintf(stderr, "stigmer: cannot find a home directory: set STIGMER_HOME\n");
-    exit(2);
-  }
-  rc = stg_config_load(&cli->cfg, err, sizeof err);
-  for (unsigned i = 0; rc == 0 && i < cli->n_sets; i++) {
-    const char *eq = strchr(cli->sets[i], '=');
-    char key[256];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - cli->sets[i]), cli->sets[i]);
-    rc = stg_config_set(&cli->cfg, key, eq + 1, err, sizeof err);
-  }
-  if (rc == 0 && cli->log_level)
-    rc = stg_config_set(&cli->cfg, "log.level", cli->log_level, err, sizeof err);
-  if (rc != 0) {
+  stg_config_overrides_t o = {cli->home, cli->log_level, cli->sets, cli->n_sets};
+  if (stg_config_load_all(&cli->cfg, &o, err, sizeof err) != 0) {
     fprintf(stderr, "stigmer: %s\n", err);
-    stg_config_free(&cli->cfg);
     exit(2);
   }
   stg_log_set_level(cli->cfg.log.level);
