@@ -16,7 +16,8 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #define DEFAULT_QUEUE_CAP (4u << 20)
-#define DEFAULT_RING_CAP (1u << 20)
+#define DEFAULT_RING_CAP (8u << 20)
+#define CATCHUP_STEP (256u << 10) /* JSON bytes one stg_logsub_resume call delivers */
 #define REC_OVERHEAD 48u     /* queue bytes of a record beyond its text */
 #define NOTE_ROOM 96u        /* queue bytes a "dropped N lines" note needs */
 #define JSON_MAX (6u * STG_LOG_MAX_LINE + 1024u) /* a record's object, worst case */
@@ -27,6 +28,9 @@
  * freed by whoever drops the last reference. */
 typedef struct rec_s {
   struct rec_s *rnext; /* ring order (loop only) */
+  struct rec_s *gprev, *gnext; /* the store's list of every ring's records,
+                                  in capture order (loop only) */
+  uint64_t gseq;       /* position in that order, store-wide (loop only) */
   struct rec_s *qnext; /* queue order (under the mutex, then the writer's) */
   unsigned refs;       /* atomic */
   stg_logsrc_t *src;
@@ -83,6 +87,11 @@ struct stg_logsub_s {
   void *arg;
   gap_t *gaps;
   size_t n_gaps, cap_gaps;
+  /* Behind: it refused a record; live records are not pushed to it, and
+   * stg_logsub_resume catches it up from cursor, the next record (of any
+   * source) in the store's list it has not had; NULL: none yet. */
+  bool behind;
+  rec_t *cursor;
 };
 
 struct stg_logstore_s {
@@ -108,6 +117,8 @@ struct stg_logstore_s {
   char err_path[4096];
   /* Loop only: */
   stg_logsrc_t *sources;
+  rec_t *ghead, *gtail; /* every ring's records, in capture order */
+  uint64_t gseq;
   stg_logsub_t *subs;
   int depth;      /* nested deliveries; cancelled subs are freed at 0 */
   bool need_sweep;
@@ -368,40 +379,44 @@ static bool flush_gaps(stg_logsub_t *sub, bool must) {
   return true;
 }
 
-/* Delivers one record (json: its object, made once by the caller). */
-static void deliver_rec(stg_logsub_t *sub, const rec_t *r, const gbuf_t *json) {
+/* Delivers one record (json: its object, made once by the caller), after
+ * the pending gap objects. Returns 0 (delivered, or counted in a gap when
+ * its object could not be made), or UV_ENOBUFS when the subscriber refused
+ * it: then neither it nor a gap object was delivered. */
+static int deliver_rec(stg_logsub_t *sub, rec_t *r, const gbuf_t *json) {
   if (sub->cancelled)
-    return;
+    return 0;
   if (json->failed) {
     add_gap(sub, r);
-    return;
+    return 0;
   }
   bool must = false;
   if (sub->n_gaps > 0) {
-    if (!flush_gaps(sub, false)) {
-      if (!sub->cancelled)
-        add_gap(sub, r);
-      return;
-    }
+    if (!flush_gaps(sub, false))
+      return sub->cancelled ? 0 : UV_ENOBUFS;
     must = true;
   }
   int rc = sub->deliver(sub->arg, json->p, json->len, must);
-  if (rc == UV_ENOBUFS && !must && !sub->cancelled)
-    add_gap(sub, r);
+  return rc == UV_ENOBUFS && !must && !sub->cancelled ? UV_ENOBUFS : 0;
 }
 
-static void fanout(stg_logstore_t *s, const rec_t *r) {
+/* Delivers a new record r to the subscribers that are not behind; one that
+ * refuses it is behind from r on. */
+static void fanout(stg_logstore_t *s, rec_t *r) {
   gbuf_t json = {0};
   bool made = false;
   s->depth++;
   for (stg_logsub_t *sub = s->subs; sub; sub = sub->next) {
-    if (sub->cancelled || !sub->follow || !sub_wants(sub, r->src))
+    if (sub->cancelled || !sub->follow || sub->behind || !sub_wants(sub, r->src))
       continue;
     if (!made) {
       json_rec(&json, r);
       made = true;
     }
-    deliver_rec(sub, r, &json);
+    if (deliver_rec(sub, r, &json) == UV_ENOBUFS) {
+      sub->behind = true;
+      sub->cursor = r;
+    }
   }
   s->depth--;
   free(json.p);
@@ -409,6 +424,34 @@ static void fanout(stg_logstore_t *s, const rec_t *r) {
 }
 
 /* --- making records -------------------------------------------------------- */
+
+/* Takes the oldest record out of src's ring (and the store's list). A
+ * subscriber that is behind and has not had it yet counts it in a gap. */
+static void ring_evict(stg_logsrc_t *src) {
+  stg_logstore_t *s = src->store;
+  rec_t *old = src->rhead;
+  for (stg_logsub_t *sub = s->subs; sub; sub = sub->next) {
+    if (sub->cancelled || !sub->behind || sub->cursor == NULL ||
+        old->gseq < sub->cursor->gseq)
+      continue;
+    if (sub_wants(sub, src))
+      add_gap(sub, old);
+    if (sub->cursor == old)
+      sub->cursor = old->gnext;
+  }
+  src->rhead = old->rnext;
+  src->rcount--;
+  src->rbytes -= sizeof *old + old->len;
+  if (old->gprev)
+    old->gprev->gnext = old->gnext;
+  else
+    s->ghead = old->gnext;
+  if (old->gnext)
+    old->gnext->gprev = old->gprev;
+  else
+    s->gtail = old->gprev;
+  rec_unref(old);
+}
 
 static void ring_push(stg_logsrc_t *src, rec_t *r) {
   stg_logstore_t *s = src->store;
@@ -420,13 +463,19 @@ static void ring_push(stg_logsrc_t *src, rec_t *r) {
   src->rtail = r;
   src->rcount++;
   src->rbytes += sizeof *r + r->len;
-  while (src->rbytes > s->ring_cap && src->rhead != src->rtail) {
-    rec_t *old = src->rhead;
-    src->rhead = old->rnext;
-    src->rcount--;
-    src->rbytes -= sizeof *old + old->len;
-    rec_unref(old);
-  }
+  r->gseq = ++s->gseq;
+  r->gprev = s->gtail;
+  if (s->gtail)
+    s->gtail->gnext = r;
+  else
+    s->ghead = r;
+  s->gtail = r;
+  /* A subscriber that is behind but has had everything goes on with r. */
+  for (stg_logsub_t *sub = s->subs; sub; sub = sub->next)
+    if (sub->behind && sub->cursor == NULL && !sub->cancelled)
+      sub->cursor = r;
+  while (src->rbytes > s->ring_cap && src->rhead != src->rtail)
+    ring_evict(src);
 }
 
 /* Queues r for the writer, or drops and counts it. force: ignore the cap. */
@@ -690,7 +739,8 @@ int stg_logstore_subscribe(stg_logstore_t *s, const stg_logsub_options_t *o,
   for (size_t i = 0; i < n && !sub->cancelled; i++) {
     gbuf_t json = {0};
     json_rec(&json, tail[i]);
-    deliver_rec(sub, tail[i], &json);
+    if (deliver_rec(sub, tail[i], &json) == UV_ENOBUFS)
+      add_gap(sub, tail[i]);
     free(json.p);
   }
   if (!sub->follow && !sub->cancelled) {
@@ -718,6 +768,42 @@ out:
   if (sub)
     sub_free(sub);
   return rc;
+}
+
+int stg_logsub_resume(stg_logsub_t *sub) {
+  stg_logstore_t *s = sub->store;
+  if (sub->cancelled || !sub->behind)
+    return 0;
+  gbuf_t json = {0};
+  size_t sent = 0;
+  s->depth++;
+  while (!sub->cancelled) {
+    rec_t *r = sub->cursor;
+    if (r == NULL) {
+      /* Caught up; records lost at the end are still to be told. */
+      if (sub->n_gaps == 0 || flush_gaps(sub, false))
+        sub->behind = false;
+      break;
+    }
+    if (!sub_wants(sub, r->src)) {
+      sub->cursor = r->gnext;
+      continue;
+    }
+    if (sent >= CATCHUP_STEP)
+      break;
+    json.len = 0;
+    json.failed = false;
+    json_rec(&json, r);
+    if (deliver_rec(sub, r, &json) == UV_ENOBUFS)
+      break;
+    sub->cursor = r->gnext;
+    sent += json.len;
+  }
+  free(json.p);
+  s->depth--;
+  int more = !sub->cancelled && sub->behind;
+  sweep(s);
+  return more;
 }
 
 void stg_logsub_cancel(stg_logsub_t *sub) {
