@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -22,6 +21,7 @@
 #define NOTE_ROOM 96u        /* queue bytes a "dropped N lines" note needs */
 #define JSON_MAX (6u * STG_LOG_MAX_LINE + 1024u) /* a record's object, worst case */
 #define NAME_MAX_LEN 64
+#define WBUF_CAP (64u << 10) /* the writer's lines per write(); a record fits */
 #define CLOCK_STEP_US 1000000u /* a step back of the clock this big is believed */
 
 /* One record, shared by the ring (loop), the queue (writer) and delivery;
@@ -130,6 +130,12 @@ struct stg_logstore_s {
   void *done_arg;
   /* Writer only: */
   stg_logsrc_t *wsources;
+  char *wbuf;           /* lines of wsrc not yet written, WBUF_CAP bytes */
+  size_t wlen;
+  stg_logsrc_t *wsrc;
+  uint64_t wrecs;       /* records in wbuf (a drop note is not one) */
+  uint64_t wnoted;      /* the count in wbuf's "dropped N lines" note */
+  uint64_t wdropped;    /* records dropped, not yet added to disk_dropped */
 };
 
 /* --- records ------------------------------------------------------------------- */
@@ -878,73 +884,97 @@ static int w_rotate(stg_logstore_t *s, stg_logsrc_t *src, unsigned keep) {
   return w_open(s, src);
 }
 
-/* Appends one line "TS PID STREAM TEXT\n", rotating first if needed. */
-static int w_append(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
-                    const char *stream, const char *text, size_t len,
-                    uint64_t max_size, unsigned keep) {
+/* Writes the buffered lines. If that fails they are dropped and counted,
+ * and a partly written line is taken back. */
+static void w_flush(stg_logstore_t *s) {
+  stg_logsrc_t *src = s->wsrc;
+  s->wsrc = NULL;
+  if (src == NULL || s->wlen == 0)
+    return;
+  int rc = src->fd < 0 ? w_open(s, src) : 0;
+  size_t done = 0;
+  while (rc == 0 && done < s->wlen) {
+    ssize_t w = write(src->fd, s->wbuf + done, s->wlen - done);
+    if (w >= 0) {
+      done += (size_t)w;
+    } else if (errno != EINTR) {
+      rc = -errno;
+      /* Take back a part of a line, so the next one starts a line. */
+      if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0)
+        w_close(src); /* reopened (and fstat'ed) for the next record */
+    }
+  }
+  if (rc == 0) {
+    src->fsize += s->wlen;
+    src->disk_dropped -= s->wnoted;
+    src->failing = false;
+  } else {
+    src->disk_dropped += s->wrecs;
+    s->wdropped += s->wrecs;
+    if (!src->failing)
+      report(s, src, rc);
+    src->failing = true;
+  }
+  s->wlen = 0;
+  s->wrecs = s->wnoted = 0;
+}
+
+/* Buffers one line "TS PID STREAM TEXT\n", rotating first if needed. */
+static int w_line(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
+                  const char *stream, const char *text, size_t len,
+                  uint64_t max_size, unsigned keep) {
   char hdr[STG_LOG_TS_LEN + 32], ts[STG_LOG_TS_LEN];
   int hl = snprintf(hdr, sizeof hdr, "%s %d %s ", stg_log_format_ts(us, ts), pid, stream);
   size_t total = (size_t)hl + len + 1;
   int rc;
+  if (s->wsrc != src)
+    w_flush(s);
   if (src->fd < 0 && (rc = w_open(s, src)) != 0)
     return rc;
-  if (max_size > 0 && src->fsize > 0 && src->fsize + total > max_size &&
-      (rc = w_rotate(s, src, keep)) != 0)
-    return rc;
-  struct iovec iov[3] = {{hdr, (size_t)hl}, {(void *)text, len}, {"\n", 1}};
-  int iovcnt = 3, first = 0;
-  size_t done = 0;
-  while (done < total) {
-    ssize_t w = writev(src->fd, iov + first, iovcnt - first);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      rc = -errno;
-      /* Take back a part of the line, so the next one starts a line. */
-      if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0) {
-        w_close(src); /* reopened (and fstat'ed) for the next record */
-      }
+  uint64_t size = src->fsize + s->wlen;
+  if (max_size > 0 && size > 0 && size + total > max_size) {
+    w_flush(s);
+    if ((rc = w_rotate(s, src, keep)) != 0)
       return rc;
-    }
-    done += (size_t)w;
-    size_t adv = (size_t)w;
-    while (first < iovcnt && adv >= iov[first].iov_len) {
-      adv -= iov[first].iov_len;
-      first++;
-    }
-    if (first < iovcnt) {
-      iov[first].iov_base = (char *)iov[first].iov_base + adv;
-      iov[first].iov_len -= adv;
-    }
   }
-  src->fsize += total;
+  if (s->wlen + total > WBUF_CAP)
+    w_flush(s);
+  s->wsrc = src;
+  memcpy(s->wbuf + s->wlen, hdr, (size_t)hl);
+  memcpy(s->wbuf + s->wlen + (size_t)hl, text, len);
+  s->wbuf[s->wlen + total - 1] = '\n';
+  s->wlen += total;
   return 0;
 }
 
-/* Writes one record; returns the number of records dropped (0 or 1). */
-static unsigned w_record(stg_logstore_t *s, rec_t *r, uint64_t max_size, unsigned keep) {
+/* Buffers one record (after a "dropped N lines" note if the disk failed
+ * before); one that cannot be is dropped and counted. */
+static void w_record(stg_logstore_t *s, rec_t *r, uint64_t max_size, unsigned keep) {
   stg_logsrc_t *src = r->src;
   int rc = 0;
-  if (src->disk_dropped > 0) {
+  if (s->wsrc != src)
+    w_flush(s);
+  if (src->disk_dropped > 0 && s->wnoted == 0) {
     char note[64];
     int n = snprintf(note, sizeof note, "dropped %llu lines",
                      (unsigned long long)src->disk_dropped);
-    rc = w_append(s, src, r->us, (int)getpid(), "sys", note, (size_t)n, max_size, keep);
+    uint64_t count = src->disk_dropped;
+    rc = w_line(s, src, r->us, (int)getpid(), "sys", note, (size_t)n, max_size, keep);
     if (rc == 0)
-      src->disk_dropped = 0;
+      s->wnoted = count;
   }
   if (rc == 0)
-    rc = w_append(s, src, r->us, r->pid, stg_log_stream_name(r->stream, r->cont),
-                  r->text, r->len, max_size, keep);
-  if (rc != 0) {
-    src->disk_dropped++;
-    if (!src->failing)
-      report(s, src, rc);
-    src->failing = true;
-    return 1;
+    rc = w_line(s, src, r->us, r->pid, stg_log_stream_name(r->stream, r->cont), r->text,
+                r->len, max_size, keep);
+  if (rc == 0) {
+    s->wrecs++;
+    return;
   }
-  src->failing = false;
-  return 0;
+  src->disk_dropped++;
+  s->wdropped++;
+  if (!src->failing)
+    report(s, src, rc);
+  src->failing = true;
 }
 
 static void writer(void *arg) {
@@ -965,14 +995,23 @@ static void writer(void *arg) {
       for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
         w_close(src);
     size_t bytes = 0;
-    uint64_t dropped = 0;
     while (batch) {
       rec_t *r = batch;
       batch = r->qnext;
-      dropped += w_record(s, r, max_size, keep);
+      if (s->wbuf == NULL)
+        s->wbuf = malloc(WBUF_CAP);
+      if (s->wbuf != NULL) {
+        w_record(s, r, max_size, keep);
+      } else {
+        r->src->disk_dropped++; /* out of memory: as good as a failed write */
+        s->wdropped++;
+      }
       bytes += rec_qsize(r);
       rec_unref(r);
     }
+    w_flush(s);
+    uint64_t dropped = s->wdropped;
+    s->wdropped = 0;
 
     bool notify = false, quit = false;
     uv_mutex_lock(&s->mu);
@@ -991,6 +1030,8 @@ static void writer(void *arg) {
   }
   for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
     w_close(src);
+  free(s->wbuf);
+  s->wbuf = NULL;
   uv_mutex_lock(&s->mu);
   s->thread_done = true;
   uv_mutex_unlock(&s->mu);
