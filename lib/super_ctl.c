@@ -53,8 +53,14 @@ static void on_write(uv_write_t *req, int status) {
   write_t *w = container_of(req, write_t, req);
   stg_ctl_conn_t *c = req->handle->data;
   free(w);
+  if (c->closing)
+    return;
+  if (status < 0) { /* the client is gone (EPIPE): a follower would never read */
+    conn_close(c);
+    return;
+  }
   /* A log subscriber that fell behind is caught up as the queue drains. */
-  if (status == 0 && c->sub && !c->closing && !c->shutting_down && queued(c) <= LOW_QUEUED)
+  if (c->sub && !c->shutting_down && queued(c) <= LOW_QUEUED)
     stg_logsub_resume(c->sub);
 }
 
