@@ -61,18 +61,30 @@ int stg_ctl_send(stg_ctl_t *c, json_t *request) {
 
 int stg_ctl_recv(stg_ctl_t *c, int timeout_ms, json_t **out) {
   *out = NULL;
+  size_t scanned = c->start; /* no newline in buf[start, scanned) */
   for (;;) {
-    char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+    char *nl = c->len > scanned ? memchr(c->buf + scanned, '\n', c->len - scanned) : NULL;
     if (nl != NULL) {
-      size_t ll = (size_t)(nl - c->buf);
+      char *line = c->buf + c->start;
+      size_t ll = (size_t)(nl - line);
       json_error_t jerr;
-      json_t *j = json_loadb(c->buf, ll, 0, &jerr);
-      memmove(c->buf, nl + 1, c->len - ll - 1);
-      c->len -= ll + 1;
+      json_t *j = json_loadb(line, ll, 0, &jerr);
+      c->start += ll + 1;
+      if (c->start == c->len)
+        c->start = c->len = 0;
       if (j == NULL)
         return UV_EPROTO;
       *out = j;
       return 0;
+    }
+    scanned = c->len;
+    /* Move the partial line to the front (once per read, not per line),
+     * and grow if it fills the buffer. */
+    if (c->start > 0) {
+      memmove(c->buf, c->buf + c->start, c->len - c->start);
+      c->len -= c->start;
+      scanned = c->len;
+      c->start = 0;
     }
     if (c->len == c->cap) {
       if (c->cap >= MAX_LINE)
@@ -84,15 +96,17 @@ int stg_ctl_recv(stg_ctl_t *c, int timeout_ms, json_t **out) {
       c->buf = nb;
       c->cap = nc;
     }
-    struct pollfd pfd = {c->fd, POLLIN, 0};
-    int pr = poll(&pfd, 1, timeout_ms);
-    if (pr < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
+    if (timeout_ms >= 0) {
+      struct pollfd pfd = {c->fd, POLLIN, 0};
+      int pr = poll(&pfd, 1, timeout_ms);
+      if (pr < 0) {
+        if (errno == EINTR)
+          continue;
+        return -errno;
+      }
+      if (pr == 0)
+        return UV_ETIMEDOUT;
     }
-    if (pr == 0)
-      return UV_ETIMEDOUT;
     ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
     if (r < 0) {
       if (errno == EINTR)
@@ -124,5 +138,5 @@ void stg_ctl_close(stg_ctl_t *c) {
   c->fd = -1;
   free(c->buf);
   c->buf = NULL;
-  c->len = c->cap = 0;
+  c->start = c->len = c->cap = 0;
 }

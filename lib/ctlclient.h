@@ -11,7 +11,8 @@
 
 typedef struct {
   int fd;
-  char *buf;    /* bytes read, not yet returned */
+  char *buf;    /* bytes read; buf[start, len) not yet returned */
+  size_t start;
   size_t len;
   size_t cap;
 } stg_ctl_t;
@@ -24,7 +25,9 @@ int stg_ctl_connect(stg_ctl_t *c, const stg_config_t *cfg);
 /* Send one request object (a line of JSON). Returns 0 or a negative error. */
 int stg_ctl_send(stg_ctl_t *c, json_t *request);
 
-/* Read one reply line, parsed. timeout_ms < 0 waits for ever. Returns 0 and
+/* Read one reply line, parsed. timeout_ms < 0 waits for ever; 0 returns
+ * UV_ETIMEDOUT at once when no whole line has arrived (e.g. to flush
+ * output before waiting). Returns 0 and
  * *out (caller decrefs), UV_EOF when the supervisor closed the connection,
  * UV_ETIMEDOUT, or another negative error. */
 int stg_ctl_recv(stg_ctl_t *c, int timeout_ms, json_t **out);

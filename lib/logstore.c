@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -16,17 +15,22 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #define DEFAULT_QUEUE_CAP (4u << 20)
-#define DEFAULT_RING_CAP (1u << 20)
+#define DEFAULT_RING_CAP (8u << 20)
+#define CATCHUP_STEP (256u << 10) /* JSON bytes one stg_logsub_resume call delivers */
 #define REC_OVERHEAD 48u     /* queue bytes of a record beyond its text */
 #define NOTE_ROOM 96u        /* queue bytes a "dropped N lines" note needs */
 #define JSON_MAX (6u * STG_LOG_MAX_LINE + 1024u) /* a record's object, worst case */
 #define NAME_MAX_LEN 64
+#define WBUF_CAP (64u << 10) /* the writer's lines per write(); a record fits */
 #define CLOCK_STEP_US 1000000u /* a step back of the clock this big is believed */
 
 /* One record, shared by the ring (loop), the queue (writer) and delivery;
  * freed by whoever drops the last reference. */
 typedef struct rec_s {
   struct rec_s *rnext; /* ring order (loop only) */
+  struct rec_s *gprev, *gnext; /* the store's list of every ring's records,
+                                  in capture order (loop only) */
+  uint64_t gseq;       /* position in that order, store-wide (loop only) */
   struct rec_s *qnext; /* queue order (under the mutex, then the writer's) */
   unsigned refs;       /* atomic */
   stg_logsrc_t *src;
@@ -83,6 +87,11 @@ struct stg_logsub_s {
   void *arg;
   gap_t *gaps;
   size_t n_gaps, cap_gaps;
+  /* Behind: it refused a record; live records are not pushed to it, and
+   * stg_logsub_resume catches it up from cursor, the next record (of any
+   * source) in the store's list it has not had; NULL: none yet. */
+  bool behind;
+  rec_t *cursor;
 };
 
 struct stg_logstore_s {
@@ -108,6 +117,8 @@ struct stg_logstore_s {
   char err_path[4096];
   /* Loop only: */
   stg_logsrc_t *sources;
+  rec_t *ghead, *gtail; /* every ring's records, in capture order */
+  uint64_t gseq;
   stg_logsub_t *subs;
   int depth;      /* nested deliveries; cancelled subs are freed at 0 */
   bool need_sweep;
@@ -119,6 +130,12 @@ struct stg_logstore_s {
   void *done_arg;
   /* Writer only: */
   stg_logsrc_t *wsources;
+  char *wbuf;           /* lines of wsrc not yet written, WBUF_CAP bytes */
+  size_t wlen;
+  stg_logsrc_t *wsrc;
+  uint64_t wrecs;       /* records in wbuf (a drop note is not one) */
+  uint64_t wnoted;      /* the count in wbuf's "dropped N lines" note */
+  uint64_t wdropped;    /* records dropped, not yet added to disk_dropped */
 };
 
 /* --- records ------------------------------------------------------------------- */
@@ -368,40 +385,44 @@ static bool flush_gaps(stg_logsub_t *sub, bool must) {
   return true;
 }
 
-/* Delivers one record (json: its object, made once by the caller). */
-static void deliver_rec(stg_logsub_t *sub, const rec_t *r, const gbuf_t *json) {
+/* Delivers one record (json: its object, made once by the caller), after
+ * the pending gap objects. Returns 0 (delivered, or counted in a gap when
+ * its object could not be made), or UV_ENOBUFS when the subscriber refused
+ * it: then neither it nor a gap object was delivered. */
+static int deliver_rec(stg_logsub_t *sub, rec_t *r, const gbuf_t *json) {
   if (sub->cancelled)
-    return;
+    return 0;
   if (json->failed) {
     add_gap(sub, r);
-    return;
+    return 0;
   }
   bool must = false;
   if (sub->n_gaps > 0) {
-    if (!flush_gaps(sub, false)) {
-      if (!sub->cancelled)
-        add_gap(sub, r);
-      return;
-    }
+    if (!flush_gaps(sub, false))
+      return sub->cancelled ? 0 : UV_ENOBUFS;
     must = true;
   }
   int rc = sub->deliver(sub->arg, json->p, json->len, must);
-  if (rc == UV_ENOBUFS && !must && !sub->cancelled)
-    add_gap(sub, r);
+  return rc == UV_ENOBUFS && !must && !sub->cancelled ? UV_ENOBUFS : 0;
 }
 
-static void fanout(stg_logstore_t *s, const rec_t *r) {
+/* Delivers a new record r to the subscribers that are not behind; one that
+ * refuses it is behind from r on. */
+static void fanout(stg_logstore_t *s, rec_t *r) {
   gbuf_t json = {0};
   bool made = false;
   s->depth++;
   for (stg_logsub_t *sub = s->subs; sub; sub = sub->next) {
-    if (sub->cancelled || !sub->follow || !sub_wants(sub, r->src))
+    if (sub->cancelled || !sub->follow || sub->behind || !sub_wants(sub, r->src))
       continue;
     if (!made) {
       json_rec(&json, r);
       made = true;
     }
-    deliver_rec(sub, r, &json);
+    if (deliver_rec(sub, r, &json) == UV_ENOBUFS) {
+      sub->behind = true;
+      sub->cursor = r;
+    }
   }
   s->depth--;
   free(json.p);
@@ -409,6 +430,34 @@ static void fanout(stg_logstore_t *s, const rec_t *r) {
 }
 
 /* --- making records -------------------------------------------------------- */
+
+/* Takes the oldest record out of src's ring (and the store's list). A
+ * subscriber that is behind and has not had it yet counts it in a gap. */
+static void ring_evict(stg_logsrc_t *src) {
+  stg_logstore_t *s = src->store;
+  rec_t *old = src->rhead;
+  for (stg_logsub_t *sub = s->subs; sub; sub = sub->next) {
+    if (sub->cancelled || !sub->behind || sub->cursor == NULL ||
+        old->gseq < sub->cursor->gseq)
+      continue;
+    if (sub_wants(sub, src))
+      add_gap(sub, old);
+    if (sub->cursor == old)
+      sub->cursor = old->gnext;
+  }
+  src->rhead = old->rnext;
+  src->rcount--;
+  src->rbytes -= sizeof *old + old->len;
+  if (old->gprev)
+    old->gprev->gnext = old->gnext;
+  else
+    s->ghead = old->gnext;
+  if (old->gnext)
+    old->gnext->gprev = old->gprev;
+  else
+    s->gtail = old->gprev;
+  rec_unref(old);
+}
 
 static void ring_push(stg_logsrc_t *src, rec_t *r) {
   stg_logstore_t *s = src->store;
@@ -420,13 +469,19 @@ static void ring_push(stg_logsrc_t *src, rec_t *r) {
   src->rtail = r;
   src->rcount++;
   src->rbytes += sizeof *r + r->len;
-  while (src->rbytes > s->ring_cap && src->rhead != src->rtail) {
-    rec_t *old = src->rhead;
-    src->rhead = old->rnext;
-    src->rcount--;
-    src->rbytes -= sizeof *old + old->len;
-    rec_unref(old);
-  }
+  r->gseq = ++s->gseq;
+  r->gprev = s->gtail;
+  if (s->gtail)
+    s->gtail->gnext = r;
+  else
+    s->ghead = r;
+  s->gtail = r;
+  /* A subscriber that is behind but has had everything goes on with r. */
+  for (stg_logsub_t *sub = s->subs; sub; sub = sub->next)
+    if (sub->behind && sub->cursor == NULL && !sub->cancelled)
+      sub->cursor = r;
+  while (src->rbytes > s->ring_cap && src->rhead != src->rtail)
+    ring_evict(src);
 }
 
 /* Queues r for the writer, or drops and counts it. force: ignore the cap. */
@@ -690,7 +745,8 @@ int stg_logstore_subscribe(stg_logstore_t *s, const stg_logsub_options_t *o,
   for (size_t i = 0; i < n && !sub->cancelled; i++) {
     gbuf_t json = {0};
     json_rec(&json, tail[i]);
-    deliver_rec(sub, tail[i], &json);
+    if (deliver_rec(sub, tail[i], &json) == UV_ENOBUFS)
+      add_gap(sub, tail[i]);
     free(json.p);
   }
   if (!sub->follow && !sub->cancelled) {
@@ -718,6 +774,42 @@ out:
   if (sub)
     sub_free(sub);
   return rc;
+}
+
+int stg_logsub_resume(stg_logsub_t *sub) {
+  stg_logstore_t *s = sub->store;
+  if (sub->cancelled || !sub->behind)
+    return 0;
+  gbuf_t json = {0};
+  size_t sent = 0;
+  s->depth++;
+  while (!sub->cancelled) {
+    rec_t *r = sub->cursor;
+    if (r == NULL) {
+      /* Caught up; records lost at the end are still to be told. */
+      if (sub->n_gaps == 0 || flush_gaps(sub, false))
+        sub->behind = false;
+      break;
+    }
+    if (!sub_wants(sub, r->src)) {
+      sub->cursor = r->gnext;
+      continue;
+    }
+    if (sent >= CATCHUP_STEP)
+      break;
+    json.len = 0;
+    json.failed = false;
+    json_rec(&json, r);
+    if (deliver_rec(sub, r, &json) == UV_ENOBUFS)
+      break;
+    sub->cursor = r->gnext;
+    sent += json.len;
+  }
+  free(json.p);
+  s->depth--;
+  int more = !sub->cancelled && sub->behind;
+  sweep(s);
+  return more;
 }
 
 void stg_logsub_cancel(stg_logsub_t *sub) {
@@ -792,73 +884,97 @@ static int w_rotate(stg_logstore_t *s, stg_logsrc_t *src, unsigned keep) {
   return w_open(s, src);
 }
 
-/* Appends one line "TS PID STREAM TEXT\n", rotating first if needed. */
-static int w_append(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
-                    const char *stream, const char *text, size_t len,
-                    uint64_t max_size, unsigned keep) {
+/* Writes the buffered lines. If that fails they are dropped and counted,
+ * and a partly written line is taken back. */
+static void w_flush(stg_logstore_t *s) {
+  stg_logsrc_t *src = s->wsrc;
+  s->wsrc = NULL;
+  if (src == NULL || s->wlen == 0)
+    return;
+  int rc = src->fd < 0 ? w_open(s, src) : 0;
+  size_t done = 0;
+  while (rc == 0 && done < s->wlen) {
+    ssize_t w = write(src->fd, s->wbuf + done, s->wlen - done);
+    if (w >= 0) {
+      done += (size_t)w;
+    } else if (errno != EINTR) {
+      rc = -errno;
+      /* Take back a part of a line, so the next one starts a line. */
+      if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0)
+        w_close(src); /* reopened (and fstat'ed) for the next record */
+    }
+  }
+  if (rc == 0) {
+    src->fsize += s->wlen;
+    src->disk_dropped -= s->wnoted;
+    src->failing = false;
+  } else {
+    src->disk_dropped += s->wrecs;
+    s->wdropped += s->wrecs;
+    if (!src->failing)
+      report(s, src, rc);
+    src->failing = true;
+  }
+  s->wlen = 0;
+  s->wrecs = s->wnoted = 0;
+}
+
+/* Buffers one line "TS PID STREAM TEXT\n", rotating first if needed. */
+static int w_line(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
+                  const char *stream, const char *text, size_t len,
+                  uint64_t max_size, unsigned keep) {
   char hdr[STG_LOG_TS_LEN + 32], ts[STG_LOG_TS_LEN];
   int hl = snprintf(hdr, sizeof hdr, "%s %d %s ", stg_log_format_ts(us, ts), pid, stream);
   size_t total = (size_t)hl + len + 1;
   int rc;
+  if (s->wsrc != src)
+    w_flush(s);
   if (src->fd < 0 && (rc = w_open(s, src)) != 0)
     return rc;
-  if (max_size > 0 && src->fsize > 0 && src->fsize + total > max_size &&
-      (rc = w_rotate(s, src, keep)) != 0)
-    return rc;
-  struct iovec iov[3] = {{hdr, (size_t)hl}, {(void *)text, len}, {"\n", 1}};
-  int iovcnt = 3, first = 0;
-  size_t done = 0;
-  while (done < total) {
-    ssize_t w = writev(src->fd, iov + first, iovcnt - first);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      rc = -errno;
-      /* Take back a part of the line, so the next one starts a line. */
-      if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0) {
-        w_close(src); /* reopened (and fstat'ed) for the next record */
-      }
+  uint64_t size = src->fsize + s->wlen;
+  if (max_size > 0 && size > 0 && size + total > max_size) {
+    w_flush(s);
+    if ((rc = w_rotate(s, src, keep)) != 0)
       return rc;
-    }
-    done += (size_t)w;
-    size_t adv = (size_t)w;
-    while (first < iovcnt && adv >= iov[first].iov_len) {
-      adv -= iov[first].iov_len;
-      first++;
-    }
-    if (first < iovcnt) {
-      iov[first].iov_base = (char *)iov[first].iov_base + adv;
-      iov[first].iov_len -= adv;
-    }
   }
-  src->fsize += total;
+  if (s->wlen + total > WBUF_CAP)
+    w_flush(s);
+  s->wsrc = src;
+  memcpy(s->wbuf + s->wlen, hdr, (size_t)hl);
+  memcpy(s->wbuf + s->wlen + (size_t)hl, text, len);
+  s->wbuf[s->wlen + total - 1] = '\n';
+  s->wlen += total;
   return 0;
 }
 
-/* Writes one record; returns the number of records dropped (0 or 1). */
-static unsigned w_record(stg_logstore_t *s, rec_t *r, uint64_t max_size, unsigned keep) {
+/* Buffers one record (after a "dropped N lines" note if the disk failed
+ * before); one that cannot be is dropped and counted. */
+static void w_record(stg_logstore_t *s, rec_t *r, uint64_t max_size, unsigned keep) {
   stg_logsrc_t *src = r->src;
   int rc = 0;
-  if (src->disk_dropped > 0) {
+  if (s->wsrc != src)
+    w_flush(s);
+  if (src->disk_dropped > 0 && s->wnoted == 0) {
     char note[64];
     int n = snprintf(note, sizeof note, "dropped %llu lines",
                      (unsigned long long)src->disk_dropped);
-    rc = w_append(s, src, r->us, (int)getpid(), "sys", note, (size_t)n, max_size, keep);
+    uint64_t count = src->disk_dropped;
+    rc = w_line(s, src, r->us, (int)getpid(), "sys", note, (size_t)n, max_size, keep);
     if (rc == 0)
-      src->disk_dropped = 0;
+      s->wnoted = count;
   }
   if (rc == 0)
-    rc = w_append(s, src, r->us, r->pid, stg_log_stream_name(r->stream, r->cont),
-                  r->text, r->len, max_size, keep);
-  if (rc != 0) {
-    src->disk_dropped++;
-    if (!src->failing)
-      report(s, src, rc);
-    src->failing = true;
-    return 1;
+    rc = w_line(s, src, r->us, r->pid, stg_log_stream_name(r->stream, r->cont), r->text,
+                r->len, max_size, keep);
+  if (rc == 0) {
+    s->wrecs++;
+    return;
   }
-  src->failing = false;
-  return 0;
+  src->disk_dropped++;
+  s->wdropped++;
+  if (!src->failing)
+    report(s, src, rc);
+  src->failing = true;
 }
 
 static void writer(void *arg) {
@@ -879,14 +995,23 @@ static void writer(void *arg) {
       for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
         w_close(src);
     size_t bytes = 0;
-    uint64_t dropped = 0;
     while (batch) {
       rec_t *r = batch;
       batch = r->qnext;
-      dropped += w_record(s, r, max_size, keep);
+      if (s->wbuf == NULL)
+        s->wbuf = malloc(WBUF_CAP);
+      if (s->wbuf != NULL) {
+        w_record(s, r, max_size, keep);
+      } else {
+        r->src->disk_dropped++; /* out of memory: as good as a failed write */
+        s->wdropped++;
+      }
       bytes += rec_qsize(r);
       rec_unref(r);
     }
+    w_flush(s);
+    uint64_t dropped = s->wdropped;
+    s->wdropped = 0;
 
     bool notify = false, quit = false;
     uv_mutex_lock(&s->mu);
@@ -905,6 +1030,8 @@ static void writer(void *arg) {
   }
   for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
     w_close(src);
+  free(s->wbuf);
+  s->wbuf = NULL;
   uv_mutex_lock(&s->mu);
   s->thread_done = true;
   uv_mutex_unlock(&s->mu);

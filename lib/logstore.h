@@ -34,7 +34,10 @@ typedef struct {
                         it records are dropped from the files and counted.
                         A record always fits an empty queue. 0: 4 MiB */
   size_t ring_cap;   /* bytes of recent records kept in memory per
-                        component, for a subscriber's tail. 0: 1 MiB */
+                        component (text plus about 100 bytes each; taken
+                        as lines arrive), for a subscriber's tail and for
+                        catching up a subscriber that fell behind: how far
+                        behind it can fall without a gap. 0: 8 MiB */
 } stg_logstore_options_t;
 
 /* Creates the store and starts its writer thread. Returns 0 and *out, or
@@ -98,13 +101,18 @@ void stg_logsrc_note(stg_logsrc_t *src, const char *fmt, ...)
 
 /* Gets one JSON object, newline-terminated (line[len - 1] == '\n', and
  * line[len] == '\0'), valid only during the call. When must is false the
- * callback may refuse it by returning UV_ENOBUFS (its queue is full): the
- * store then counts the record as not delivered to this subscriber, and
- * delivers a {"gap":N,...} object before the next record it delivers. When
- * must is true (gap and end objects, and the record right after a gap) it
- * has to take the line; its return value is ignored. Any other return is
+ * callback may refuse it by returning UV_ENOBUFS (its queue is full).
+ * A follower that refuses a new record is "behind": the store keeps its
+ * place and pushes nothing more until the subscriber calls
+ * stg_logsub_resume, which catches it up from the rings in capture order.
+ * Records that leave the ring before it gets them are counted, and a
+ * {"gap":N,...} object comes before the next record it gets. A tail record
+ * refused in stg_logstore_subscribe is counted in a gap at once. When must
+ * is true (gap and end objects, and the record right after a gap) it has
+ * to take the line; its return value is ignored. Any other return is
  * treated as 0. The callback may call stg_logsub_cancel (on any
- * subscription); it must not feed, note into, or close the store. */
+ * subscription); it must not feed, note into, or close the store, nor call
+ * stg_logsub_resume. */
 typedef int (*stg_logsub_deliver_cb)(void *arg, const char *line, size_t len,
                                      bool must);
 
@@ -129,6 +137,16 @@ typedef struct {
  * without follow), or UV_EINVAL / UV_ENOMEM. */
 int stg_logstore_subscribe(stg_logstore_t *s, const stg_logsub_options_t *o,
                            stg_logsub_t **out);
+/* The subscriber has room again (e.g. its queue fell below half its cap):
+ * if it is behind, delivers the records it has not had, in capture order
+ * (merged across components as live delivery orders them), after a gap
+ * object for those that left the ring, until it refuses one again, it has
+ * caught up (then live records are pushed to it again), or about 256 KiB
+ * of objects went out in this call. Returns 1 when it is still behind (call
+ * again when there is room, e.g. from the write callback of what this call
+ * queued), 0 when it follows live (or is cancelled). Cheap when not
+ * behind. */
+int stg_logsub_resume(stg_logsub_t *sub);
 /* Ends a subscription: deliver is not called again. */
 void stg_logsub_cancel(stg_logsub_t *sub);
 

@@ -14,6 +14,8 @@
 
 #define MAX_REQUEST STG_CTL_MAX_LINE     /* a longer line is refused */
 #define MAX_QUEUED (8u * 1024u * 1024u)  /* per-subscriber write queue cap */
+#define LOW_QUEUED (MAX_QUEUED / 2)      /* a subscriber behind resumes below this */
+#define BATCH (256u * 1024u)             /* log lines gathered into one write */
 
 struct stg_ctl_conn_s {
   stg_super_t *sup;
@@ -26,29 +28,88 @@ struct stg_ctl_conn_s {
   bool progress;         /* ... and answers when a fetch transfers (issue 4) */
   bool logs_follow;
   stg_logsub_t *sub;
+  uv_prepare_t flush;    /* writes the gathered log lines, once per loop turn */
+  struct write_s *batch; /* log lines gathered, not yet given to uv_write */
   char *buf;
   size_t len;
   stg_ctl_conn_t *next;
 };
 
-typedef struct {
+typedef struct write_s {
   uv_write_t req;
   uv_buf_t buf;
+  size_t len, cap; /* of data, while log lines are gathered */
   char data[];
 } write_t;
 
 static void conn_close(stg_ctl_conn_t *c);
 
+/* Bytes of this connection not yet written to the socket. */
+static size_t queued(stg_ctl_conn_t *c) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) +
+         (c->batch ? c->batch->len : 0);
+}
+
 static void on_write(uv_write_t *req, int status) {
   write_t *w = container_of(req, write_t, req);
-  (void)status;
+  stg_ctl_conn_t *c = req->handle->data;
   free(w);
+  if (c->closing)
+    return;
+  if (status < 0) { /* the client is gone (EPIPE): a follower would never read */
+    conn_close(c);
+    return;
+  }
+  /* A log subscriber that fell behind is caught up as the queue drains. */
+  if (c->sub && !c->shutting_down && queued(c) <= LOW_QUEUED)
+    stg_logsub_resume(c->sub);
+}
+
+/* Gives the gathered log lines to uv_write: one write for many lines. */
+static void batch_flush(stg_ctl_conn_t *c) {
+  write_t *w = c->batch;
+  if (w == NULL)
+    return;
+  c->batch = NULL;
+  uv_prepare_stop(&c->flush);
+  w->buf = uv_buf_init(w->data, (unsigned)w->len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &w->buf, 1, on_write) < 0)
+    free(w);
+}
+
+static void on_flush(uv_prepare_t *p) {
+  batch_flush(container_of(p, stg_ctl_conn_t, flush));
+}
+
+/* Adds a log line to the batch, written before the loop next waits. */
+static int batch_add(stg_ctl_conn_t *c, const char *line, size_t len) {
+  if (c->batch && c->batch->len + len > BATCH)
+    batch_flush(c);
+  write_t *w = c->batch;
+  if (w == NULL || w->len + len > w->cap) {
+    size_t cap = w ? w->cap : 4096;
+    while (cap < (w ? w->len : 0) + len)
+      cap *= 2;
+    write_t *nw = realloc(w, sizeof *w + cap);
+    if (nw == NULL)
+      return UV_ENOMEM;
+    if (w == NULL) {
+      nw->len = 0;
+      uv_prepare_start(&c->flush, on_flush);
+    }
+    nw->cap = cap;
+    c->batch = w = nw;
+  }
+  memcpy(w->data + w->len, line, len);
+  w->len += len;
+  return 0;
 }
 
 /* Queue raw bytes (one or more whole lines). */
 static int conn_write(stg_ctl_conn_t *c, const char *data, size_t len) {
   if (c->closing)
     return UV_ECANCELED;
+  batch_flush(c);
   write_t *w = malloc(sizeof *w + len);
   if (w == NULL)
     return UV_ENOMEM;
@@ -101,6 +162,9 @@ static void conn_close(stg_ctl_conn_t *c) {
     stg_logsub_cancel(c->sub);
     c->sub = NULL;
   }
+  free(c->batch);
+  c->batch = NULL;
+  uv_close((uv_handle_t *)&c->flush, on_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->pipe, on_handle_closed);
 }
@@ -117,6 +181,7 @@ static void conn_finish(stg_ctl_conn_t *c) {
   if (c->closing || c->shutting_down)
     return;
   c->shutting_down = true;
+  batch_flush(c);
   uv_read_stop((uv_stream_t *)&c->pipe);
   uv_shutdown_t *req = malloc(sizeof *req);
   if (req == NULL || uv_shutdown(req, (uv_stream_t *)&c->pipe, on_shutdown) != 0) {
@@ -172,9 +237,9 @@ static int log_deliver(void *user, const char *line, size_t len, bool must) {
   stg_ctl_conn_t *c = user;
   if (c->closing || c->shutting_down)
     return UV_ECANCELED;
-  if (!must && uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) > MAX_QUEUED)
+  if (!must && queued(c) > MAX_QUEUED)
     return UV_ENOBUFS;
-  int rc = conn_write(c, line, len);
+  int rc = batch_add(c, line, len);
   if (rc == 0 && !c->logs_follow && len >= 6 && strncmp(line, "{\"end\"", 6) == 0)
     conn_finish(c);
   return rc < 0 ? rc : 0;
@@ -320,9 +385,11 @@ static void on_connection(uv_stream_t *server, int status) {
   c->sup = sup;
   uv_pipe_init(sup->loop, &c->pipe, 0);
   uv_timer_init(sup->loop, &c->timer);
+  uv_prepare_init(sup->loop, &c->flush);
   c->pipe.data = c;
   c->timer.data = c;
-  c->open_handles = 2;
+  c->flush.data = c;
+  c->open_handles = 3;
   c->next = sup->conns;
   sup->conns = c;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {

@@ -137,7 +137,12 @@ static int from_daemon(stg_ctl_t *c, const stg_config_t *cfg, opts_t *o) {
   }
   for (;;) {
     json_t *j = NULL;
-    rc = stg_ctl_recv(c, -1, &j);
+    /* Print what has arrived; flush only before waiting for more. */
+    rc = stg_ctl_recv(c, 0, &j);
+    if (rc == UV_ETIMEDOUT) {
+      fflush(stdout);
+      rc = stg_ctl_recv(c, -1, &j);
+    }
     if (rc == UV_EOF) {
       if (o->follow) {
         fflush(stdout);
@@ -184,8 +189,6 @@ static int from_daemon(stg_ctl_t *c, const stg_config_t *cfg, opts_t *o) {
         print_line(o, comp, json_string_value(line), json_string_length(line));
     }
     json_decref(j);
-    if (o->follow)
-      fflush(stdout);
   }
 }
 
@@ -267,6 +270,12 @@ int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv) {
   for (size_t i = 0; i < n_shown; i++)
     if ((int)strlen(shown[i]) > o.width)
       o.width = (int)strlen(shown[i]);
+
+  /* Many lines per write when not a terminal (a terminal flushes per line
+   * anyway, and before every wait for more). */
+  static char obuf[1 << 16];
+  if (!isatty(STDOUT_FILENO))
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
 
   stg_config_t *cfg = stg_cli_config(cli);
   stg_ctl_t c;

@@ -70,6 +70,8 @@ typedef struct {
   json_t *items;
   bool refuse;
   int refused;
+  bool limited; /* refuse (unless must) when room is 0 */
+  long room;    /* objects it takes, when limited */
   int cancel_after; /* cancel itself after this many (0: never) */
   stg_logsub_t *self;
   int bad_lines;
@@ -79,10 +81,12 @@ static int cap_deliver(void *arg, const char *line, size_t len, bool must) {
   cap_t *c = arg;
   if (len == 0 || line[len - 1] != '\n' || memchr(line, '\n', len - 1) != NULL)
     c->bad_lines++;
-  if (c->refuse && !must) {
+  if (!must && (c->refuse || (c->limited && c->room <= 0))) {
     c->refused++;
     return UV_ENOBUFS;
   }
+  if (c->limited)
+    c->room--;
   json_error_t e;
   json_t *j = json_loadb(line, len, 0, &e);
   if (j == NULL) {
@@ -525,30 +529,29 @@ TEST(subscriber_gaps) {
   a.refuse = c.refuse = false;
   feed_str(srv, 5, "after\n");
 
-  /* a: 3 lines, a gap of 5 (it does not see the worker), the 9th line. */
-  CHECK_EQ_INT(a.refused, 5);
-  CHECK_EQ_INT(json_array_size(a.items), 5);
-  if (json_array_size(a.items) == 5) {
-    json_t *g = json_array_get(a.items, 3);
-    CHECK_EQ_INT(jint(g, "gap"), 5);
-    CHECK_STR(jstr(g, "component"), "server");
-    CHECK(jint(g, "us") > jint(json_array_get(a.items, 2), "us"));
-    CHECK(jstr(g, "ts") != NULL);
-    json_t *r = json_array_get(a.items, 4);
-    CHECK_STR(jstr(r, "line"), "after");
-    CHECK_EQ_INT(jint(r, "seq"), 9);
+  /* a and c refused once and are behind: nothing more was pushed. */
+  CHECK_EQ_INT(a.refused, 1);
+  CHECK_EQ_INT(c.refused, 1);
+  CHECK_EQ_INT(json_array_size(a.items), 3);
+  CHECK_EQ_INT(json_array_size(c.items), 3);
+  /* Resumed, each gets what it missed from the ring, in order, no gap. */
+  CHECK_EQ_INT(stg_logsub_resume(sa), 0);
+  CHECK_EQ_INT(stg_logsub_resume(sc), 0);
+  CHECK_EQ_INT(stg_logsub_resume(sb), 0); /* not behind: nothing */
+  CHECK_EQ_INT(json_array_size(a.items), 9); /* it does not see the worker */
+  for (size_t i = 0; i < json_array_size(a.items); i++) {
+    CHECK_STR(jstr(json_array_get(a.items, i), "component"), "server");
+    CHECK_EQ_INT(jint(json_array_get(a.items, i), "seq"), (long long)i + 1);
   }
-  /* b, not slow, got all 11 records. */
+  if (json_array_size(a.items) == 9)
+    CHECK_STR(jstr(json_array_get(a.items, 8), "line"), "after");
+  /* b, not slow, got all 11 records; c got the same, in the same order. */
   CHECK_EQ_INT(json_array_size(b.items), 11);
-  /* c: gaps for both components, in the order they began. */
-  CHECK_EQ_INT(json_array_size(c.items), 6);
-  if (json_array_size(c.items) == 6) {
-    CHECK_EQ_INT(jint(json_array_get(c.items, 3), "gap"), 5);
-    CHECK_STR(jstr(json_array_get(c.items, 3), "component"), "server");
-    CHECK_EQ_INT(jint(json_array_get(c.items, 4), "gap"), 2);
-    CHECK_STR(jstr(json_array_get(c.items, 4), "component"), "worker");
-    CHECK_STR(jstr(json_array_get(c.items, 5), "line"), "after");
-  }
+  CHECK(json_equal(b.items, c.items));
+  /* Live again. */
+  feed_str(srv, 5, "live\n");
+  CHECK_EQ_INT(json_array_size(a.items), 10);
+  CHECK_EQ_INT(json_array_size(c.items), 12);
   /* e stopped after 2. */
   CHECK_EQ_INT(json_array_size(e.items), 2);
 
@@ -559,7 +562,7 @@ TEST(subscriber_gaps) {
   stg_logsub_t *sd = subscribe(s, &d, NULL, 0, 100, false);
   CHECK_EQ_INT(json_array_size(d.items), 3);
   if (json_array_size(d.items) == 3) {
-    CHECK_EQ_INT(jint(json_array_get(d.items, 0), "gap"), 9);
+    CHECK_EQ_INT(jint(json_array_get(d.items, 0), "gap"), 10);
     CHECK_EQ_INT(jint(json_array_get(d.items, 1), "gap"), 2);
     CHECK(json_is_true(json_object_get(json_array_get(d.items, 2), "end")));
   }
@@ -574,6 +577,217 @@ TEST(subscriber_gaps) {
   json_decref(c.items);
   json_decref(d.items);
   json_decref(e.items);
+}
+
+/* Feeds n records alternating between two sources: "s NNNNN" / "w NNNNN". */
+static void feed_many(stg_logsrc_t *a, stg_logsrc_t *b, int from, int n) {
+  for (int i = from; i < from + n; i++) {
+    char line[64];
+    int len = snprintf(line, sizeof line, "%c %05d\n", i % 3 ? 's' : 'w', i);
+    stg_logsrc_feed(i % 3 ? a : b, i % 3 ? 5 : 6, STG_LOGSTREAM_OUT, line, (size_t)len);
+  }
+}
+
+/* Number of gap objects in a subscriber's items. */
+static size_t n_gaps(json_t *items) {
+  size_t n = 0;
+  for (size_t i = 0; i < json_array_size(items); i++)
+    n += json_object_get(json_array_get(items, i), "gap") != NULL;
+  return n;
+}
+
+TEST(catchup_in_order) {
+  setup();
+  stg_logstore_t *s = open_store(0, 5, 0, 0); /* the default ring: 8 MiB */
+  REQUIRE(s != NULL);
+  stg_logsrc_t *srv = source(s, "server"), *wrk = source(s, "worker");
+  cap_t live, slow;
+  cap_init(&live);
+  cap_init(&slow);
+  stg_logsub_t *sl = subscribe(s, &live, NULL, 0, 0, true);
+  stg_logsub_t *ss = subscribe(s, &slow, NULL, 0, 0, true);
+  slow.limited = true;
+  slow.room = 100;
+  /* A subscriber whose queue has room for 100 objects, emptied now and
+   * then (a resume each time), sometimes twice in a row, while 20,000
+   * records arrive from two components. */
+  int resumes = 0, still_behind = 0;
+  for (int round = 0; round < 40; round++) {
+    feed_many(srv, wrk, round * 500, 500);
+    if (round % 4 == 3)
+      continue;
+    slow.room = 300;
+    int more = stg_logsub_resume(ss);
+    resumes++;
+    still_behind += more;
+    if (round % 7 == 0) {
+      slow.room = 300;
+      stg_logsub_resume(ss);
+    }
+  }
+  CHECK(still_behind > 0); /* it did fall behind */
+  CHECK(slow.refused > 0);
+  /* A resume while it still refuses delivers nothing and says so. */
+  slow.room = 0;
+  size_t before = json_array_size(slow.items);
+  CHECK_EQ_INT(stg_logsub_resume(ss), 1);
+  CHECK_EQ_INT(json_array_size(slow.items), before);
+  /* Unlimited again: a few resumes (each one sends at most ~256 KiB). */
+  slow.limited = false;
+  int calls = 0;
+  while (stg_logsub_resume(ss) && calls < 1000)
+    calls++;
+  CHECK(calls >= 1); /* more than one call's worth was owed */
+  feed_many(srv, wrk, 20000, 10); /* live again */
+  CHECK_EQ_INT(json_array_size(live.items), 20010);
+  /* Every record exactly once, in the order live delivery had them. */
+  CHECK_EQ_INT(n_gaps(slow.items), 0);
+  CHECK_EQ_INT(json_array_size(slow.items), 20010);
+  CHECK(json_equal(live.items, slow.items));
+  long long last_us = 0, seq_s = 0, seq_w = 0;
+  for (size_t i = 0; i < json_array_size(slow.items); i++) {
+    json_t *o = json_array_get(slow.items, i);
+    CHECK(jint(o, "us") > last_us);
+    last_us = jint(o, "us");
+    long long *seq = strcmp(jstr(o, "component"), "server") == 0 ? &seq_s : &seq_w;
+    CHECK_EQ_INT(jint(o, "seq"), ++*seq);
+    char want[16];
+    snprintf(want, sizeof want, "%c %05d", i % 3 ? 's' : 'w', (int)i);
+    if (strcmp(jstr(o, "line"), want) != 0) {
+      CHECK_STR(jstr(o, "line"), want);
+      break;
+    }
+  }
+  CHECK_EQ_INT(slow.bad_lines + live.bad_lines, 0);
+  stg_logsub_cancel(sl);
+  stg_logsub_cancel(ss);
+  finish(s);
+  json_decref(live.items);
+  json_decref(slow.items);
+}
+
+TEST(catchup_past_the_ring) {
+  setup();
+  stg_logstore_t *s = open_store(0, 5, 0, 8192); /* about 70 records each */
+  REQUIRE(s != NULL);
+  stg_logsrc_t *srv = source(s, "server"), *wrk = source(s, "worker");
+  cap_t live, slow, one;
+  cap_init(&live);
+  cap_init(&slow);
+  cap_init(&one);
+  const char *only_server[] = {"server"};
+  stg_logsub_t *sl = subscribe(s, &live, NULL, 0, 0, true);
+  stg_logsub_t *ss = subscribe(s, &slow, NULL, 0, 0, true);
+  stg_logsub_t *so = subscribe(s, &one, only_server, 1, 0, true);
+  feed_many(srv, wrk, 0, 30);
+  slow.refuse = one.refuse = true;
+  feed_many(srv, wrk, 30, 3000); /* far more than the rings hold */
+  slow.refuse = one.refuse = false;
+  CHECK_EQ_INT(slow.refused, 1);
+  CHECK_EQ_INT(json_array_size(slow.items), 30);
+
+  /* What the rings still hold: a tail of everything. */
+  cap_t ring;
+  cap_init(&ring);
+  stg_logsub_t *sr = subscribe(s, &ring, NULL, 0, 100000, false);
+  size_t in_ring = json_array_size(ring.items) - 1; /* and the end */
+  REQUIRE(in_ring > 20 && in_ring < 400);
+  long long first_s = 0, first_w = 0; /* the oldest seq in each ring */
+  for (size_t i = 0; i < in_ring; i++) {
+    json_t *o = json_array_get(ring.items, i);
+    long long *f = strcmp(jstr(o, "component"), "server") == 0 ? &first_s : &first_w;
+    if (*f == 0)
+      *f = jint(o, "seq");
+  }
+  /* The first record of each component it missed (it refused index 30). */
+  json_t *miss_s = NULL, *miss_w = NULL;
+  for (size_t i = 30; i < json_array_size(live.items) && !(miss_s && miss_w); i++) {
+    json_t *o = json_array_get(live.items, i);
+    if (strcmp(jstr(o, "component"), "server") == 0 && !miss_s)
+      miss_s = o;
+    if (strcmp(jstr(o, "component"), "worker") == 0 && !miss_w)
+      miss_w = o;
+  }
+  REQUIRE(miss_s && miss_w);
+
+  CHECK_EQ_INT(stg_logsub_resume(ss), 0);
+  CHECK_EQ_INT(stg_logsub_resume(so), 0);
+  /* slow: the 30, a gap per component (in the order they began), then
+   * exactly what the rings hold, in order. */
+  CHECK_EQ_INT(json_array_size(slow.items), 30 + 2 + in_ring);
+  if (json_array_size(slow.items) == 30 + 2 + in_ring) {
+    json_t *g1 = json_array_get(slow.items, 30), *g2 = json_array_get(slow.items, 31);
+    json_t *gs = strcmp(jstr(g1, "component"), "server") == 0 ? g1 : g2;
+    json_t *gw = gs == g1 ? g2 : g1;
+    CHECK_STR(jstr(gs, "component"), "server");
+    CHECK_STR(jstr(gw, "component"), "worker");
+    CHECK_EQ_INT(jint(gs, "gap"), first_s - jint(miss_s, "seq"));
+    CHECK_EQ_INT(jint(gw, "gap"), first_w - jint(miss_w, "seq"));
+    CHECK_EQ_INT(jint(gs, "us"), jint(miss_s, "us"));
+    CHECK_EQ_INT(jint(gw, "us"), jint(miss_w, "us"));
+    for (size_t i = 0; i < in_ring; i++)
+      CHECK(json_equal(json_array_get(slow.items, 32 + i), json_array_get(ring.items, i)));
+  }
+  /* one: its gap counts the server only. */
+  CHECK_EQ_INT(n_gaps(one.items), 1);
+  json_t *g = json_array_get(one.items, 20); /* 20 of the first 30 were the server's */
+  CHECK_EQ_INT(jint(g, "gap"), first_s - jint(miss_s, "seq"));
+  /* Live again, and every one got each later record once. */
+  feed_many(srv, wrk, 3030, 3);
+  CHECK_EQ_INT(json_array_size(slow.items), 30 + 2 + in_ring + 3);
+  CHECK(json_equal(json_array_get(slow.items, json_array_size(slow.items) - 1),
+                   json_array_get(live.items, json_array_size(live.items) - 1)));
+  CHECK_EQ_INT(json_array_size(live.items), 3033);
+  CHECK_EQ_INT(n_gaps(live.items), 0);
+  CHECK_EQ_INT(slow.bad_lines + one.bad_lines, 0);
+  stg_logsub_cancel(sl);
+  stg_logsub_cancel(ss);
+  stg_logsub_cancel(so);
+  stg_logsub_cancel(sr);
+  finish(s);
+  json_decref(live.items);
+  json_decref(slow.items);
+  json_decref(one.items);
+  json_decref(ring.items);
+}
+
+/* A subscriber of one component, behind while another floods: a gap for
+ * its own records only; one cancelled while behind is freed cleanly. */
+TEST(catchup_one_component_and_cancel) {
+  setup();
+  stg_logstore_t *s = open_store(0, 5, 0, 2048);
+  REQUIRE(s != NULL);
+  stg_logsrc_t *srv = source(s, "server"), *wrk = source(s, "worker");
+  cap_t a, b;
+  cap_init(&a);
+  cap_init(&b);
+  const char *only_worker[] = {"worker"};
+  stg_logsub_t *sa = subscribe(s, &a, only_worker, 1, 0, true);
+  stg_logsub_t *sb = subscribe(s, &b, NULL, 0, 0, true);
+  a.refuse = b.refuse = true;
+  feed_str(wrk, 6, "w1\nw2\n");
+  for (int i = 0; i < 200; i++)
+    feed_str(srv, 5, "server line that pushes the worker's out\n");
+  feed_str(wrk, 6, "w3\nw4\n"); /* these evict w1 w2 from the worker's ring */
+  for (int i = 0; i < 60; i++)
+    feed_str(wrk, 6, "a longer worker line, so that the ring is full\n");
+  a.refuse = false;
+  CHECK_EQ_INT(stg_logsub_resume(sa), 0);
+  CHECK(json_array_size(a.items) > 2);
+  if (json_array_size(a.items) > 2) {
+    json_t *g = json_array_get(a.items, 0);
+    CHECK_STR(jstr(g, "component"), "worker");
+    CHECK(jint(g, "gap") >= 2);
+    CHECK_EQ_INT(jint(g, "gap") + (long long)json_array_size(a.items) - 1, 64);
+  }
+  /* b is cancelled while behind. */
+  stg_logsub_cancel(sb);
+  feed_str(wrk, 6, "more\n");
+  CHECK_EQ_INT(json_array_size(b.items), 0);
+  stg_logsub_cancel(sa);
+  finish(s);
+  json_decref(a.items);
+  json_decref(b.items);
 }
 
 TEST(tail_merge) {
@@ -698,6 +912,9 @@ int main(void) {
   RUN(queue_drops);
   RUN(disk_full);
   RUN(subscriber_gaps);
+  RUN(catchup_in_order);
+  RUN(catchup_past_the_ring);
+  RUN(catchup_one_component_and_cancel);
   RUN(tail_merge);
   RUN(reopen_and_no_file);
   char cmd[128];
