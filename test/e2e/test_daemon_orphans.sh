@@ -4,6 +4,8 @@
 
 case_ "kill -9 of the supervisor, then start: no survivor of the old stack"
 helper_stack "grandchild $T/gc.pid"
+# The grandchild ignores SIGTERM: a short stop timeout keeps the test short.
+printf '[supervisor]\nstop_timeout = 300ms\n' >>"$STIGMER_HOME/config.ini"
 run "$STIGMER_BIN" daemon start
 expect_rc 0
 old_sup=$(sup_pid)
