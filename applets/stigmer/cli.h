@@ -37,5 +37,12 @@ int stg_cli_server(stg_cli_t *cli, int argc, char **argv);
 /* `stigmer daemon logs ...` (cmd_logs.c); argv[0] is "logs". */
 int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
+/* `stigmer run FILE.ini` and `stigmer executions ...` (cmd_run.c). */
+int stg_cli_run(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_executions(stg_cli_t *cli, int argc, char **argv);
+/* Starts the daemon unless it is running, as `stigmer daemon start` does,
+ * and waits until the server and the workflow runner are ready (cmd_daemon.c).
+ * Returns 0, or 1 after saying what failed. */
+int stg_cli_ensure_daemon(stg_cli_t *cli);
 
 #endif
