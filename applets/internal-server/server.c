@@ -1,9 +1,11 @@
 /* internal-server (stigmer-server): the stack's API server.
  *
- * For now it serves GET /healthz only; the API proper comes later. It
- * listens on [server] listen, tells the supervisor it is ready (READY=1),
- * and on SIGTERM/SIGINT (or the supervisor's death, see lib/pdeath.h)
- * stops accepting, lets requests in flight finish, and exits 0.
+ * It serves the API of docs/api.md (api.c) from the store at
+ * $STIGMER_HOME/data/stigmer.db (lib/store). It listens on [server]
+ * listen, opens the store, tells the supervisor it is ready (READY=1), and
+ * on SIGTERM/SIGINT (or the supervisor's death, see lib/pdeath.h) stops
+ * accepting, answers long polls, lets requests in flight finish, and
+ * exits 0.
  *
  * Exit status: 0 stopped by a signal, 1 cannot run (address in use,
  * parent gone), 2 usage or configuration error.
@@ -15,12 +17,14 @@
 
 #include <uv.h>
 
+#include "api.h"
 #include "applets.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
 #include "pdeath.h"
+#include "store.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -34,8 +38,7 @@ static const char usage[] =
     "supervisor (`stigmer daemon start`), which passes STIGMER_HOME and\n"
     "NOTIFY_SOCKET; it can also run on its own.\n"
     "\n"
-    "This version answers GET /healthz only ({\"status\":\"ok\"}); the API itself\n"
-    "is not implemented yet.\n"
+    "It serves the API of docs/api.md from $STIGMER_HOME/data/stigmer.db.\n"
     "\n"
     "  --home DIR            STIGMER_HOME (default ~/.stigmer)\n"
     "  --listen HOST:PORT    address to listen on ([server] listen, default\n"
@@ -54,22 +57,25 @@ typedef struct {
   uv_timer_t stop_timer;    /* bounds a graceful stop */
   stg_http_server_t http;
   stg_pdeath_t pdeath;
+  api_t api;
+  stg_store_t *store;
+  bool api_open;            /* api_init ran; api_close is due */
   uint64_t stop_ms;
   bool stopping;
   char addr[128];           /* where it listens */
 } server_t;
 
-static void handle_healthz(stg_http_req_t *req, void *data) {
-  (void)data;
-  static const char ok[] = "{\"status\":\"ok\"}";
-  stg_http_respond(req, 200, "application/json", ok, sizeof ok - 1);
+static void on_api_closed(api_t *api) {
+  server_t *s = container_of(api, server_t, api);
+  stg_store_close(s->store);
+  s->store = NULL;
 }
 
-static const stg_http_route_t routes[] = {
-    {"GET", "/healthz", handle_healthz, NULL},
-};
-
 static void close_rest(server_t *s) {
+  if (s->api_open) {
+    s->api_open = false;
+    api_close(&s->api, on_api_closed);
+  }
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->stop_timer, NULL);
@@ -104,6 +110,11 @@ static void on_signal(uv_signal_t *sig, int signum) {
              signum == SIGINT ? "SIGINT" : "SIGTERM");
   stg_notify("STOPPING=1");
   uv_timer_start(&s->stop_timer, on_stop_timeout, s->stop_ms, 0);
+  /* answer the long polls now: they would hold the stop until they end */
+  if (s->api_open) {
+    s->api_open = false;
+    api_close(&s->api, on_api_closed);
+  }
   stg_http_server_shutdown(&s->http, on_http_closed);
 }
 
@@ -140,13 +151,17 @@ static int serve(const stg_config_t *cfg) {
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
   uv_signal_start(&s.sigint, on_signal, SIGINT);
 
+  api_init(&s.api, &s.loop, cfg->server.lease_ms);
+  s.api_open = true;
+  unsigned n_routes;
+  const stg_http_route_t *routes = api_routes(&s.api, &n_routes);
   stg_http_options_t ho = {
       .max_body = 0,
       .max_header_bytes = 0,
       .idle_timeout_ms = cfg->server.idle_timeout_ms,
       .max_connections = (unsigned)cfg->server.max_connections,
       .routes = routes,
-      .n_routes = sizeof routes / sizeof routes[0],
+      .n_routes = n_routes,
   };
   rc = stg_http_server_init(&s.loop, &s.http, &ho);
   if (rc != 0) {
@@ -163,6 +178,21 @@ static int serve(const stg_config_t *cfg) {
   if (stg_http_server_address(&s.http, s.addr, sizeof s.addr) != 0)
     snprintf(s.addr, sizeof s.addr, "%s", cfg->server.listen);
   stg_info("listening on %s", s.addr);
+  char dbpath[4096], err[4608];
+  if (stg_config_path(cfg, "data/stigmer.db", dbpath, sizeof dbpath) == NULL) {
+    stg_error("open the store: the path under %s is too long", cfg->home);
+    stg_http_server_shutdown(&s.http, on_http_closed);
+    status = 1;
+    goto out_run;
+  }
+  rc = stg_store_open(dbpath, &s.store, err, sizeof err);
+  if (rc != 0) {
+    stg_error("%s", err);
+    stg_http_server_shutdown(&s.http, on_http_closed);
+    goto out_run;
+  }
+  api_set_store(&s.api, s.store);
+  stg_info("store %s open (schema version %d)", dbpath, stg_store_schema_version());
   char msg[160];
   snprintf(msg, sizeof msg, "STATUS=listening on %s", s.addr);
   int nrc = stg_notify(msg);
