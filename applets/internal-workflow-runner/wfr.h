@@ -93,6 +93,7 @@ struct stg__wfr_s {
   uint64_t kill_grace_ms;   /* SIGTERM to a step, this long, then SIGKILL */
   stg__wfr_task_t *tasks;   /* doubly linked list */
   unsigned n_tasks;
+  char steps_dir[4200];     /* records of running steps (wfr_steps.c); "": none */
   bool stopping;            /* no more claims; steps finish or are killed */
   bool killing;             /* the drain time is over: kill the steps */
 };
@@ -115,6 +116,17 @@ void stg__wfr_task_abort(stg__wfr_task_t *t);
 stg__wfr_task_t *stg__wfr_task_next(stg__wfr_task_t *t);
 /* Defined by workflow_runner.c: a task has left r->tasks and is freed. */
 void stg__wfr_task_gone(stg__wfr_t *r);
+
+/* --- records of running steps (wfr_steps.c) ----------------------------------------- */
+
+/* Creates $home/run/steps into dir. Returns 0, UV_ENOTSUP where steps
+ * are not recorded, or the mkdir error. */
+int stg__wfr_steps_init(const char *home, char *dir, size_t len);
+/* Kills the process groups of steps whose runner is gone; forgets them. */
+void stg__wfr_steps_sweep(const char *dir);
+/* Records a step's process (the leader of its group), or forgets it. */
+void stg__wfr_steps_record(const char *dir, int pid);
+void stg__wfr_steps_forget(const char *dir, int pid);
 
 /* Copies len bytes into a new NUL-terminated string that is valid UTF-8:
  * invalid sequences and NUL bytes become U+FFFD. *out_len gets its length

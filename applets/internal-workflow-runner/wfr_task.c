@@ -668,6 +668,7 @@ static void spawn_run(stg__wfr_task_t *t) {
   }
   t->pid = t->proc.pid;
   t->proc_open = true;
+  stg__wfr_steps_record(t->r->steps_dir, t->pid);
   stg_info("step %s of %s: started (pid %d)", s->name, t->execution_id, t->pid);
   pipes_read(t, true);
   if (s->timeout_ms > 0)
@@ -792,6 +793,8 @@ static void step_finished(stg__wfr_task_t *t) {
   uv_timer_stop(&t->step_timer);
   uv_timer_stop(&t->kill_timer);
   t->phase = PHASE_IDLE;
+  if (!t->aborting)
+    stg__wfr_steps_forget(t->r->steps_dir, t->pid); /* else the next runner kills it */
   t->pid = 0;
   end_t end = t->end;
   t->end = END_NONE;
@@ -804,7 +807,11 @@ static void step_finished(stg__wfr_task_t *t) {
     output = stg__wfr_utf8(t->agent_output, n > STG_WORKFLOW_MAX_VALUE ?
                            STG_WORKFLOW_MAX_VALUE : n, NULL);
   } else if (!agent && t->stdout_len > 0) {
-    output = stg__wfr_utf8(t->stdout_buf, t->stdout_len, NULL);
+    /* Like $(...): without its trailing newlines. */
+    size_t n = t->stdout_len;
+    while (n > 0 && (t->stdout_buf[n - 1] == '\n' || t->stdout_buf[n - 1] == '\r'))
+      n--;
+    output = stg__wfr_utf8(t->stdout_buf, n, NULL);
   }
   free(t->stdout_buf);
   t->stdout_buf = NULL;

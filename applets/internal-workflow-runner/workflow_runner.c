@@ -330,7 +330,7 @@ static int worker_id(char *buf, size_t len) {
 
 static int run_runner(const char *server, const stg_config_t *cfg) {
   runner_t r;
-  int status = 1;
+  int status = 1, rc;
   memset(&r, 0, sizeof r);
   r.w.server = server;
   r.w.concurrency = (unsigned)cfg->workflow_runner.concurrency;
@@ -341,8 +341,16 @@ static int run_runner(const char *server, const stg_config_t *cfg) {
   if (r.w.kill_grace_ms < 100)
     r.w.kill_grace_ms = 100;
   worker_id(r.w.worker, sizeof r.w.worker);
+  rc = stg__wfr_steps_init(cfg->home, r.w.steps_dir, sizeof r.w.steps_dir);
+  if (rc != 0 && rc != UV_ENOTSUP)
+    stg_warn("mkdir %s: %s; a killed runner may leave its steps running", r.w.steps_dir,
+             uv_strerror(rc));
+  if (rc != 0)
+    r.w.steps_dir[0] = '\0';
+  else
+    stg__wfr_steps_sweep(r.w.steps_dir);
   r.delay_ms = BACKOFF_INITIAL_MS;
-  int rc = uv_loop_init(&r.w.loop);
+  rc = uv_loop_init(&r.w.loop);
   if (rc != 0) {
     stg_error("cannot start the event loop: %s", uv_strerror(rc));
     return 1;

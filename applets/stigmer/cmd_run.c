@@ -241,7 +241,7 @@ static void print_event(json_t *e, outcome_t *oc) {
       snprintf(oc->error, sizeof oc->error, "%s", err ? err : "");
       oc->finished = true;
     }
-    if (err)
+    if (err && strcmp(err, st) != 0)
       printf("execution %s: %s\n", st, err);
     else
       printf("execution %s\n", st);
