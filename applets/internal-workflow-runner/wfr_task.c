@@ -349,23 +349,50 @@ static void signal_group(stg__wfr_task_t *t, int sig) {
 
 static void close_pipe(out_pipe_t *p);
 
+/* Reading stopped for a backlog of events: the pipes may hold unread
+ * output, so no judgement about them yet. */
+static bool pipes_paused(stg__wfr_task_t *t) {
+  return (t->out.open && !t->out.reading) || (t->err.open && !t->err.reading);
+}
+
+static bool group_alive(stg__wfr_task_t *t) {
+  return t->pid > 0 && (kill(-t->pid, 0) == 0 || errno != ESRCH);
+}
+
 static void on_kill_timer(uv_timer_t *h) {
   stg__wfr_task_t *t = container_of(h, stg__wfr_task_t, kill_timer);
   switch (t->kill_phase) {
-  case KILL_LINGER: /* the shell is gone, something still holds its output */
+  case KILL_LINGER: /* the shell is gone, its output is not closed yet */
+    if (pipes_paused(t)) {
+      uv_timer_start(&t->kill_timer, on_kill_timer, LINGER_MS, 0);
+      break;
+    }
+    if (!group_alive(t)) {
+      /* Only a process outside the group can hold the pipes now. */
+      t->kill_phase = KILL_KILL;
+      uv_timer_start(&t->kill_timer, on_kill_timer, FORCE_CLOSE_MS, 0);
+      break;
+    }
+    /* fall through */
   case KILL_NONE:
     signal_group(t, SIGTERM);
     t->kill_phase = KILL_TERM;
     uv_timer_start(&t->kill_timer, on_kill_timer, t->r->kill_grace_ms, 0);
     break;
   case KILL_TERM:
-    stg_info("step %s of %s did not end %llums after SIGTERM; sending SIGKILL",
-             cur_step(t)->name, t->execution_id, (unsigned long long)t->r->kill_grace_ms);
-    signal_group(t, SIGKILL);
+    if (group_alive(t)) {
+      stg_info("step %s of %s did not end %llums after SIGTERM; sending SIGKILL",
+               cur_step(t)->name, t->execution_id, (unsigned long long)t->r->kill_grace_ms);
+      signal_group(t, SIGKILL);
+    }
     t->kill_phase = KILL_KILL;
     uv_timer_start(&t->kill_timer, on_kill_timer, FORCE_CLOSE_MS, 0);
     break;
   case KILL_KILL: /* something outside the group holds the pipes */
+    if (pipes_paused(t)) {
+      uv_timer_start(&t->kill_timer, on_kill_timer, FORCE_CLOSE_MS, 0);
+      break;
+    }
     close_pipe(&t->out);
     close_pipe(&t->err);
     break;

@@ -126,6 +126,23 @@ run stg executions cancel "$id"
 expect_rc 1
 expect_in "$err" "already finished"
 
+case_ "much output: every line arrives, in order; long lines split; bad UTF-8 replaced"
+cat >"$W/big.ini" <<'EOF'
+[workflow]
+name = big
+[step lots]
+run = seq 1 20000; head -c 20000 /dev/zero | tr '\0' x; echo; printf 'bad \377 utf8\n'; printf 'nul\000byte\n'
+[step next]
+run = echo "length ${#STIGMER_STEP_LOTS_OUTPUT}"
+EOF
+run stg run "$W/big.ini"
+expect_rc 0
+expect_eq "$(echo "$out" | sed -n 's/^lots | \([0-9][0-9]*\)$/\1/p' | tr '\n' ' ')" "$(seq 1 20000 | tr '\n' ' ')" "the numbered lines"
+expect_eq "$(echo "$out" | grep -c '^lots | xxxx')" 3 "pieces of the 20000-byte line"
+expect_in "$out" "lots | bad $(printf '\357\277\275') utf8"
+expect_in "$out" "lots | nul$(printf '\357\277\275')byte"
+expect_in "$out" "next | length 65536"
+
 case_ "a step that times out is killed with its children"
 cat >"$W/slow.ini" <<'EOF'
 [workflow]
@@ -301,7 +318,7 @@ id=$out
 wait_for 30 grep -qx b-start "$T/scount" || fail "step b never started"
 run stg daemon stop
 expect_rc 0
-no_procs_with "sleep 34.5" && pass || fail "step b still runs after the daemon stopped"
+wait_for 10 no_procs_with "sleep 34.5" && pass || fail "step b still runs after the daemon stopped: $(ps -o pid,pgid,sid,stat,args -p "$(procs_with "sleep 34.5" | head -n1)"; tail -n 15 "$STIGMER_HOME/logs/workflow-runner.log")"
 expect_no_stack
 expect_eq "$(lines "$T/scount" a)" 1 "runs of a"
 expect_in "$(cat "$STIGMER_HOME/logs/workflow-runner.log")" "released"
