@@ -114,6 +114,9 @@ void stg__wfr_task_kill(stg__wfr_task_t *t);
 void stg__wfr_task_abort(stg__wfr_task_t *t);
 /* The next task in r->tasks, or NULL. */
 stg__wfr_task_t *stg__wfr_task_next(stg__wfr_task_t *t);
+/* A claim returned a task that runs here: its lease had lapsed. Abandons
+ * the old run (its step is stopped, nothing more is reported). */
+void stg__wfr_task_abandon_id(stg__wfr_t *r, const char *id);
 /* Defined by workflow_runner.c: a task has left r->tasks and is freed. */
 void stg__wfr_task_gone(stg__wfr_t *r);
 

@@ -76,6 +76,7 @@ struct stg__wfr_task_s {
   bool done;                 /* completed or released */
   bool closing;
   bool handles_closing;
+  bool after_old;            /* an abandoned run of the same task is still ending */
   unsigned handles;          /* timers and calls still open */
 
   /* the current step */
@@ -948,10 +949,23 @@ static void finish(stg__wfr_task_t *t, const char *how) {
 }
 
 /* Decides what comes next. Called after everything that may change it. */
+/* Another run of the same task in this runner. */
+static bool twin_exists(stg__wfr_task_t *t) {
+  for (stg__wfr_task_t *o = t->r->tasks; o; o = o->next)
+    if (o != t && strcmp(o->id, t->id) == 0)
+      return true;
+  return false;
+}
+
 static void advance(stg__wfr_task_t *t) {
   if (t->closing) {
     try_close(t);
     return;
+  }
+  if (t->after_old && !t->lost && !t->aborting) {
+    if (twin_exists(t))
+      return; /* its step must be gone before ours starts */
+    t->after_old = false;
   }
   if (t->lost || t->aborting) {
     if (t->phase == PHASE_RUNNING) {
@@ -1045,6 +1059,9 @@ static void on_handle_closed_common(stg__wfr_task_t *t) {
   if (t->wf)
     stg_workflow_free(t->wf);
   free(t);
+  for (stg__wfr_task_t *o = r->tasks; o; o = o->next)
+    if (o->after_old)
+      advance(o); /* frees nothing synchronously */
   stg__wfr_task_gone(r);
 }
 
@@ -1084,6 +1101,17 @@ static void start_close(stg__wfr_task_t *t) {
 /* --- the runner's side ---------------------------------------------------------------------- */
 
 stg__wfr_task_t *stg__wfr_task_next(stg__wfr_task_t *t) { return t->next; }
+
+void stg__wfr_task_abandon_id(stg__wfr_t *r, const char *id) {
+  for (stg__wfr_task_t *t = r->tasks; t; t = t->next) {
+    if (strcmp(t->id, id) == 0 && !t->lost && !t->closing) {
+      stg_warn("task %s: claimed again while running it here (its lease had lapsed); "
+               "abandoning the old run, starting again from the server's record", id);
+      t->lost = true;
+      advance(t);
+    }
+  }
+}
 
 void stg__wfr_task_stop(stg__wfr_task_t *t) { advance(t); }
 
@@ -1197,6 +1225,7 @@ int stg__wfr_task_start(stg__wfr_t *r, json_t *task) {
   stg__wfr_call_init(loop, &t->fin, r->server);
   t->handles = 7;
   t->next = r->tasks;
+  t->after_old = twin_exists(t);
   if (r->tasks)
     r->tasks->prev = t;
   r->tasks = t;

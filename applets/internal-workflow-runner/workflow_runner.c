@@ -136,6 +136,9 @@ static void on_claim(stg__wfr_call_t *c, int err, int status, json_t *body) {
     r->claim_failures = 0;
     r->last_reason[0] = '\0';
     json_t *task = json_object_get(body, "task");
+    const char *tid = json_string_value(json_object_get(task, "id"));
+    if (status == 200 && tid)
+      stg__wfr_task_abandon_id(&r->w, tid);
     if (status == 200 && json_is_object(task)) {
       /* While stopping, the new task releases itself at once. */
       int rc = stg__wfr_task_start(&r->w, task);

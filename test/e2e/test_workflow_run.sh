@@ -256,6 +256,52 @@ expect_eq "$(lines "$T/count" two)" 1 "finished runs of step two"
 [ "$(comp workflow-runner pid)" != "$wr" ] && pass || fail "the runner was not restarted"
 expect_eq "$(comp workflow-runner restarts)" 1 "restarts"
 
+case_ "a frozen runner (SIGSTOP) whose lease lapses: it carries on from the server's record"
+cat >"$W/frozen.ini" <<EOF
+[workflow]
+name = frozen
+[step a]
+run = echo a >>$T/fcount
+[step b]
+run = echo b-start >>$T/fcount; sleep 2; echo b >>$T/fcount
+[step c]
+run = echo c >>$T/fcount
+EOF
+"$S" run "$W/frozen.ini" >"$T/frozen.out" 2>"$T/frozen.err" &
+pid=$!
+STG_BG_PIDS="${STG_BG_PIDS:-} $pid"
+wait_for 30 grep -qx b-start "$T/fcount" || fail "step b never started"
+wr=$(comp workflow-runner pid)
+kill -STOP "$wr"
+sleep 2.5 # longer than the lease (1s): it lapses
+kill -CONT "$wr"
+wait "$pid" && rc=0 || rc=$?
+expect_eq "$rc" 0 "stigmer run exit status"
+expect_eq "$(lines "$T/fcount" a)" 1 "runs of a"
+expect_eq "$(lines "$T/fcount" c)" 1 "runs of c"
+expect_eq "$(comp workflow-runner pid)" "$wr" "the same runner"
+
+case_ "a SIGKILLed server mid-step: the runner and stigmer run wait for it and finish"
+cat >"$W/srvkill.ini" <<EOF
+[workflow]
+name = srvkill
+[step a]
+run = echo a-start >>$T/kcount; sleep 2; echo a >>$T/kcount
+[step b]
+run = echo b >>$T/kcount
+EOF
+"$S" run "$W/srvkill.ini" >"$T/srvkill.out" 2>"$T/srvkill.err" &
+pid=$!
+STG_BG_PIDS="${STG_BG_PIDS:-} $pid"
+wait_for 30 grep -qx a-start "$T/kcount" || fail "step a never started"
+srv=$(comp server pid)
+kill -KILL "$srv"
+wait "$pid" && rc=0 || rc=$?
+expect_eq "$rc" 0 "stigmer run exit status"
+expect_in "$(cat "$T/srvkill.out")" "execution succeeded"
+expect_eq "$(lines "$T/kcount" b)" 1 "runs of b"
+[ "$(comp server pid)" != "$srv" ] && pass || fail "the server was not restarted"
+
 case_ "agent steps: an agent task with the rendered prompt; its output feeds later steps"
 cat >"$W/agent.ini" <<'EOF'
 [workflow]
