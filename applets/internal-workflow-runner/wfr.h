@@ -2,7 +2,7 @@
  *   wfr_call.c    one HTTP exchange with the API server, retried with backoff
  *   wfr_task.c    one claimed workflow task: its steps, events, heartbeats
  *   workflow_runner.c  the claim loop, signals, stopping, main()
- * The API is docs/api.md; the behaviour is documented in docs/workflows.md.
+ * The API is docs/api.md; the behaviour is documented in docs/run.md.
  */
 #ifndef STG_WFR_H
 #define STG_WFR_H

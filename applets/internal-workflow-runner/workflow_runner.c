@@ -44,7 +44,7 @@ static const char usage[] =
     "It waits until the API server answers GET /healthz, reports itself ready,\n"
     "then claims workflow tasks from the server ([workflow-runner] concurrency\n"
     "at once) and runs their steps: `run` steps as /bin/sh -c in their own\n"
-    "process group, `agent` steps as agent tasks. See docs/workflows.md.\n"
+    "process group, `agent` steps as agent tasks. See docs/run.md.\n"
     "\n"
     "  --home DIR            STIGMER_HOME (default ~/.stigmer)\n"
     "  --server HOST:PORT    the API server (default: STIGMER_SERVER_ADDR, else\n"

@@ -1,7 +1,7 @@
 /* stigmer run FILE.ini, and stigmer executions list|show|cancel|logs: the
  * CLI's side of the API server (docs/api.md). Blocking: each request runs
  * a private uv loop with stg_http_request until it is answered. Behaviour
- * and output: docs/workflows.md. */
+ * and output: docs/run.md. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +30,7 @@ static const char run_usage[] =
     "                          part of its command\n"
     "  -d, --detach            print the execution's id and exit\n"
     "\n"
-    "Ctrl-C cancels the execution. See docs/workflows.md.\n"
+    "Ctrl-C cancels the execution. See docs/run.md.\n"
     "Exit status: 0 succeeded (or submitted, with --detach), 1 failed or\n"
     "cancelled, or the daemon could not be reached, 2 usage error or a bad\n"
     "workflow file (FILE:LINE: ...), 130 interrupted with Ctrl-C.\n";

@@ -23,7 +23,7 @@ static const command_t commands[] = {
     {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run\n"
                                "                         the stack in the background (docs/daemon.md)"},
     {"executions", stg_cli_executions, "executions list|show|cancel|logs\n"
-                                       "                         workflow executions (docs/workflows.md)"},
+                                       "                         workflow executions (docs/run.md)"},
     {"help", NULL, "help                   this text"},
     {"run", stg_cli_run, "run FILE.ini [--input NAME=VALUE]... [--detach]\n"
                          "                         run a workflow and follow it"},

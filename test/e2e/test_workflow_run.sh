@@ -398,6 +398,30 @@ sleep 1.5
 w2=$(sed -n 's/^voluntary_ctxt_switches:[[:space:]]*//p' "/proc/$wr/status")
 expect_eq "$w2" "$w1" "voluntary context switches while idle"
 
+case_ "[workflow-runner] concurrency: no more tasks at once"
+printf '[workflow-runner]\nconcurrency = 2\n' >>"$STIGMER_HOME/config.ini"
+run stg daemon restart workflow-runner
+expect_rc 0
+cat >"$W/conc.ini" <<EOF
+[workflow]
+name = conc
+[step s]
+run = echo "\$STIGMER_EXECUTION_ID" >>$T/conc; sleep 4
+EOF
+ids=""
+for i in 1 2 3; do
+	run stg run --detach "$W/conc.ini"
+	ids="$ids $out"
+done
+two_started() { [ "$(lines_any "$T/conc")" -ge 2 ]; }
+lines_any() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+wait_for 30 two_started || fail "two executions did not start"
+expect_eq "$(lines_any "$T/conc")" 2 "executions running at once"
+expect_eq "$(stg executions list --state pending --json | jq length)" 1 "pending executions"
+all_done() { for x in $ids; do state_is "$x" succeeded || return 1; done; }
+wait_for 60 all_done || fail "not all finished"
+expect_eq "$(lines_any "$T/conc")" 3 "executions run"
+
 run stg daemon stop
 expect_no_stack
 finish
