@@ -90,6 +90,7 @@ struct stg__wfr_task_s {
   int pid;                   /* the step's process (group) */
   bool proc_open;
   bool exited;
+  bool exited_after_term;    /* it ended after our SIGTERM: not a success */
   int spawn_err;
   int64_t exit_status;
   int term_signal;
@@ -523,6 +524,7 @@ static void pipes_read(stg__wfr_task_t *t, bool on) {
 static void on_exit_cb(uv_process_t *proc, int64_t status, int sig) {
   stg__wfr_task_t *t = container_of(proc, stg__wfr_task_t, proc);
   t->exited = true;
+  t->exited_after_term = t->kill_phase >= KILL_TERM;
   t->exit_status = status;
   t->term_signal = sig;
   t->proc_open = false;
@@ -640,6 +642,7 @@ static void spawn_run(stg__wfr_task_t *t) {
   uv_loop_t *loop = &t->r->loop;
   envv_t env = {0};
   t->exited = false;
+  t->exited_after_term = false;
   t->exit_status = 0;
   t->term_signal = 0;
   t->spawn_err = 0;
@@ -828,7 +831,8 @@ static void step_finished(stg__wfr_task_t *t) {
   t->end = END_NONE;
   bool agent = s->kind == STG_WORKFLOW_AGENT;
   bool ok = agent ? t->agent_ok
-                  : t->spawn_err == 0 && t->term_signal == 0 && t->exit_status == 0;
+                  : t->spawn_err == 0 && t->term_signal == 0 && t->exit_status == 0 &&
+                        !t->exited_after_term;
   char *output = NULL;
   if (agent && t->agent_output) {
     size_t n = strlen(t->agent_output);

@@ -161,6 +161,29 @@ expect_eq "$(exec_field "$id" '.steps[1].state')" skipped "state of after"
 wait_for 15 no_procs_with "sleep 31.5" && pass || fail "the step's process is still running"
 wait_for 15 no_procs_with "sleep 31.25" && pass || fail "the step's child is still running: $(procs_with "sleep 31.25")"
 
+case_ "a step that ignores SIGTERM gets SIGKILL; one that exits 0 on it still timed out"
+cat >"$W/stubborn.ini" <<'EOF'
+[workflow]
+name = stubborn
+[step s]
+run = trap '' TERM; sleep 31.75; echo done
+timeout = 300ms
+EOF
+run stg run "$W/stubborn.ini"
+expect_rc 1
+expect_in "$out" "timed out after 300ms"
+wait_for 15 no_procs_with "sleep 31.75" && pass || fail "the stubborn step still runs"
+cat >"$W/polite.ini" <<'EOF'
+[workflow]
+name = polite
+[step s]
+run = trap 'exit 0' TERM; sleep 31.875 & wait
+timeout = 300ms
+EOF
+run stg run "$W/polite.ini"
+expect_rc 1
+expect_in "$out" "execution failed: step s timed out after 300ms"
+
 case_ "stigmer executions cancel stops the running step"
 cat >"$W/long.ini" <<'EOF'
 [workflow]
