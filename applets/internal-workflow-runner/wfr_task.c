@@ -1003,12 +1003,16 @@ static void advance(stg__wfr_task_t *t) {
     set_error(t, "cancelled");
   }
   if (t->failed) {
+    /* The later steps are skipped; a cancel has already finished them on
+     * the server's side. */
     bool queued = false;
     for (unsigned i = 0; i < t->n_steps; i++) {
       if (t->state[i] == ST_PENDING || t->state[i] == ST_RUNNING) {
         t->state[i] = ST_SKIPPED;
-        ev_step_finished(t, (int)i, ST_SKIPPED, false, 0, NULL);
-        queued = true;
+        if (!t->cancel_req) {
+          ev_step_finished(t, (int)i, ST_SKIPPED, false, 0, NULL);
+          queued = true;
+        }
       }
     }
     if (queued) {
