@@ -1,10 +1,12 @@
 #include "http.h"
+#include "http-internal.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -772,16 +774,12 @@ static const llhttp_settings_t *server_settings(void) {
 
 /* --- server: listener ------------------------------------------------------------------ */
 
-static void on_connection(uv_stream_t *ls, int status) {
-  stg_http_server_t *srv = container_of(ls, stg_http_server_t, tcp);
-  if (status < 0) {
-    stg_warn("http: accept: %s", uv_strerror(status));
-    return;
-  }
+/* Starts a connection accepted from ls, or (ls NULL) adopting fd. */
+static int conn_begin(stg_http_server_t *srv, uv_stream_t *ls, uv_os_sock_t fd) {
   stg_http_conn_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
     stg_warn("http: accept: out of memory");
-    return;
+    return UV_ENOMEM;
   }
   c->srv = srv;
   c->req.conn = c;
@@ -796,17 +794,19 @@ static void on_connection(uv_stream_t *ls, int status) {
     srv->conns->prev = c;
   srv->conns = c;
   llhttp_init(&c->parser, HTTP_REQUEST, server_settings());
-  int rc = uv_accept(ls, (uv_stream_t *)&c->tcp);
+  int rc = ls ? uv_accept(ls, (uv_stream_t *)&c->tcp) : uv_tcp_open(&c->tcp, fd);
   if (rc != 0) {
+    if (ls == NULL)
+      close(fd); /* not attached to the handle */
     stg_warn("http: accept: %s", uv_strerror(rc));
     conn_close(c);
-    return;
+    return rc;
   }
   uv_tcp_nodelay(&c->tcp, 1);
   rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   if (rc != 0) {
     conn_close(c);
-    return;
+    return rc;
   }
   if (srv->n_conns >= srv->opts.max_connections) {
     char msg[128];
@@ -816,12 +816,28 @@ static void on_connection(uv_stream_t *ls, int status) {
       stg_warn("http: refusing connections: %s", msg);
     srv->overload_logged = true;
     conn_fail(c, 503, "too_many_connections", msg, "Retry-After: 1\r\n");
-    return;
+    return 0;
   }
   c->counted = true;
   srv->n_conns++;
   c->state = C_READING;
   arm_idle(c, srv->opts.idle_timeout_ms);
+  return 0;
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  stg_http_server_t *srv = container_of(ls, stg_http_server_t, tcp);
+  if (status < 0) {
+    stg_warn("http: accept: %s", uv_strerror(status));
+    return;
+  }
+  conn_begin(srv, ls, -1);
+}
+
+int stg__http_server_adopt(stg_http_server_t *srv, uv_os_sock_t fd) {
+  if (srv->shutting_down)
+    return UV_ECANCELED;
+  return conn_begin(srv, NULL, fd);
 }
 
 int stg_http_server_init(uv_loop_t *loop, stg_http_server_t *srv,

@@ -388,14 +388,16 @@ static const char SQL_ADD_TASK[] =
     "INSERT INTO tasks (id, kind, execution_id, state, step, payload, created_at) "
     "VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)";
 
-int stg_store_exec_create(stg_store_t *st, const stg_workflow_t *wf, const char *definition,
-                          const json_t *inputs, char *id, size_t idlen) {
+int stg_store_exec_create(stg_store_t *st, const stg_store_submit_t *o, stg_store_id_t *eid) {
   int64_t now = stg_store_now();
-  char *in = json_dumps(inputs, JSON_COMPACT);
+  const stg_workflow_t *wf = o->wf;
+  const char *definition = o->definition;
+  char *in = json_dumps(o->inputs, JSON_COMPACT);
   if (in == NULL)
     return set_err(st, UV_ENOMEM, "out of memory");
   char tid[32];
-  make_id("ex_", id, idlen);
+  const char *id = eid->s;
+  make_id("ex_", eid->s, sizeof eid->s);
   make_id("tk_", tid, sizeof tid);
   int rc = begin(st);
   if (rc != 0)
@@ -633,8 +635,9 @@ static const char SQL_EVENTS[] =
 static const char SQL_FINISHED_SEQ[] =
     "SELECT min(seq) FROM events WHERE execution_id = ?1 AND type = 'execution_finished'";
 
-int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after, int limit,
-                     json_t **events, int64_t *next, bool *finished) {
+int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after,
+                     stg_store_events_t *out) {
+  const int limit = STG_STORE_EVENTS_MAX;
   char state[32];
   int rc = exec_state(st, exec_id, state, sizeof state);
   if (rc != 0)
@@ -649,16 +652,16 @@ int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after, int li
   int64_t last = after;
   int r;
   while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-    json_t *e = json_loads(col_text(s, 3) ? col_text(s, 3) : "{}", 0, NULL);
-    if (!json_is_object(e)) {
-      json_decref(e);
-      e = json_object();
-    }
+    /* seq, at and type first, then the event's own fields */
     last = sqlite3_column_int64(s, 0);
-    json_object_set_new(e, "seq", json_integer(last));
-    json_object_set_new(e, "at", json_time(s, 1));
-    json_object_set_new(e, "type", json_text(s, 2));
-    json_array_append_new(arr, e);
+    json_t *e = json_pack("{s:I, s:o, s:o}", "seq", (json_int_t)last, "at", json_time(s, 1),
+                          "type", json_text(s, 2));
+    json_t *d = json_loads(col_text(s, 3) ? col_text(s, 3) : "{}", 0, NULL);
+    if (e && json_is_object(d))
+      json_object_update_missing(e, d);
+    json_decref(d);
+    if (e)
+      json_array_append_new(arr, e);
   }
   sqlite3_reset(s);
   if (r != SQLITE_DONE) {
@@ -675,9 +678,9 @@ int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after, int li
   if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
     fin = sqlite3_column_int64(s, 0) <= last;
   sqlite3_reset(s);
-  *events = arr;
-  *next = last;
-  *finished = fin;
+  out->events = arr;
+  out->next = last;
+  out->finished = fin;
   return 0;
 }
 
@@ -735,8 +738,11 @@ static int workflow_payload(stg_store_t *st, const char *exec_id, json_t **out) 
   return 0;
 }
 
-int stg_store_task_claim(stg_store_t *st, stg_task_kind_t kind, const char *worker,
-                         uint64_t lease_ms, json_t **task, char *exec_id) {
+int stg_store_task_claim(stg_store_t *st, const stg_store_claim_t *o, json_t **task,
+                         stg_store_id_t *exec) {
+  stg_task_kind_t kind = o->kind;
+  const char *worker = o->worker;
+  uint64_t lease_ms = o->lease_ms;
   int64_t now = stg_store_now();
   *task = NULL;
   int rc = begin(st);
@@ -802,7 +808,7 @@ out:
                       "execution_id", ex, "lease_ms", (json_int_t)lease_ms, "payload",
                       payload ? payload : json_object());
     payload = NULL;
-    snprintf(exec_id, 32, "%s", ex);
+    snprintf(exec->s, sizeof exec->s, "%s", ex);
   }
   json_decref(payload);
   return rc;
@@ -849,19 +855,22 @@ static int leased_task(stg_store_t *st, const char *id, const char *worker, int6
   int rc = read_task(st, id, t);
   if (rc != 0)
     return rc;
-  if (strcmp(t->state, "leased") != 0 || strcmp(t->worker, worker) != 0 ||
-      t->lease_until <= now)
-    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s' (it is %s%s%.100s)",
-                   id, worker, t->lease_until <= now && strcmp(t->state, "leased") == 0
-                                   ? "a lapsed lease" : t->state,
-                   t->worker[0] ? " by " : "", t->worker);
+  if (strcmp(t->state, "leased") != 0)
+    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s': it is %s", id,
+                   worker, t->state);
+  if (strcmp(t->worker, worker) != 0)
+    return set_err(st, UV_EBUSY, "task %s is not leased to worker '%.100s': it is leased to "
+                   "'%.100s'", id, worker, t->worker);
+  if (t->lease_until <= now)
+    return set_err(st, UV_EBUSY, "task %s: the lease of worker '%.100s' lapsed", id, worker);
   return 0;
 }
 
 static const char SQL_RENEW[] = "UPDATE tasks SET lease_until = ?2 WHERE id = ?1";
 
-int stg_store_task_heartbeat(stg_store_t *st, const char *id, const char *worker,
-                             uint64_t lease_ms, bool *cancelled) {
+int stg_store_task_heartbeat(stg_store_t *st, const stg_store_lease_t *l, uint64_t lease_ms,
+                             bool *cancelled) {
+  const char *id = l->task_id, *worker = l->worker;
   int64_t now = stg_store_now();
   int rc = begin(st);
   if (rc != 0)
@@ -994,8 +1003,9 @@ static int task_event(stg_store_t *st, const char *ex, int64_t now, unsigned i, 
 
 static const char SQL_LAST_SEQ[] = "SELECT last_seq FROM executions WHERE id = ?1";
 
-int stg_store_task_events(stg_store_t *st, const char *id, const char *worker,
-                          const json_t *events, int64_t *next, char *exec_id) {
+int stg_store_task_events(stg_store_t *st, const stg_store_lease_t *l, const json_t *events,
+                          stg_store_appended_t *out) {
+  const char *id = l->task_id, *worker = l->worker;
   int64_t now = stg_store_now();
   if (!json_is_array(events))
     return set_err(st, UV_EINVAL, "events: expected an array");
@@ -1009,7 +1019,7 @@ int stg_store_task_events(stg_store_t *st, const char *id, const char *worker,
     rc = set_err(st, UV_EINVAL, "task %s is an agent task; events belong to workflow tasks", id);
     goto out;
   }
-  snprintf(exec_id, 32, "%s", t.exec_id);
+  snprintf(out->exec.s, sizeof out->exec.s, "%s", t.exec_id);
   int64_t seq = 0;
   size_t i;
   json_t *e;
@@ -1030,7 +1040,7 @@ int stg_store_task_events(stg_store_t *st, const char *id, const char *worker,
       sqlite3_reset(s);
     }
   }
-  *next = seq;
+  out->next = seq;
 out:
   return end(st, rc);
 }
@@ -1039,9 +1049,10 @@ static const char SQL_TASK_FINISH[] =
     "UPDATE tasks SET state = ?2, error = ?3, output = ?4, finished_at = ?5, "
     "lease_until = NULL WHERE id = ?1";
 
-int stg_store_task_complete(stg_store_t *st, const char *id, const char *worker,
-                            const char *state, const char *error, const char *output,
-                            char *exec_id) {
+int stg_store_task_complete(stg_store_t *st, const stg_store_lease_t *l,
+                            const stg_store_result_t *r, stg_store_id_t *exec) {
+  const char *id = l->task_id, *worker = l->worker;
+  const char *state = r->state, *error = r->error, *output = r->output;
   int64_t now = stg_store_now();
   if (strcmp(state, "succeeded") != 0 && strcmp(state, "failed") != 0)
     return set_err(st, UV_EINVAL, "state: expected \"succeeded\" or \"failed\"");
@@ -1051,7 +1062,7 @@ int stg_store_task_complete(stg_store_t *st, const char *id, const char *worker,
   task_row_t t;
   if ((rc = leased_task(st, id, worker, now, &t)) != 0)
     goto out;
-  snprintf(exec_id, 32, "%s", t.exec_id);
+  snprintf(exec->s, sizeof exec->s, "%s", t.exec_id);
   sqlite3_stmt *s = stmt(st, SQL_TASK_FINISH);
   rc = UV_EIO;
   if (s == NULL)
@@ -1085,8 +1096,8 @@ static const char SQL_UNLEASE[] =
     "WHERE e.id = tasks.execution_id) IN ('succeeded', 'failed', 'cancelled') "
     "THEN 'cancelled' ELSE 'pending' END, worker = NULL, lease_until = NULL WHERE id = ?1";
 
-int stg_store_task_release(stg_store_t *st, const char *id, const char *worker,
-                           stg_task_kind_t *kind) {
+int stg_store_task_release(stg_store_t *st, const stg_store_lease_t *l, stg_task_kind_t *kind) {
+  const char *id = l->task_id, *worker = l->worker;
   int64_t now = stg_store_now();
   int rc = begin(st);
   if (rc != 0)
@@ -1108,8 +1119,9 @@ out:
 static const char SQL_STEP_KIND[] =
     "SELECT kind FROM steps WHERE execution_id = ?1 AND name = ?2";
 
-int stg_store_task_create_agent(stg_store_t *st, const stg_store_agent_task_t *o, char *id,
-                                size_t idlen) {
+int stg_store_task_create_agent(stg_store_t *st, const stg_store_agent_task_t *o,
+                                stg_store_id_t *tid) {
+  char *id = tid->s;
   int64_t now = stg_store_now();
   int rc = begin(st);
   if (rc != 0)
@@ -1151,7 +1163,7 @@ int stg_store_task_create_agent(stg_store_t *st, const stg_store_agent_task_t *o
     rc = set_err(st, UV_ENOMEM, "out of memory");
     goto out;
   }
-  make_id("tk_", id, idlen);
+  make_id("tk_", id, sizeof tid->s);
   s = stmt(st, SQL_ADD_TASK);
   rc = UV_EIO;
   if (s == NULL)

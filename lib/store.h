@@ -26,6 +26,14 @@
 
 typedef struct stg_store_s stg_store_t;
 
+/* An execution or task id: "ex_" or "tk_" + 16 hex digits. */
+typedef struct {
+  char s[32];
+} stg_store_id_t;
+
+/* At most this many events per stg_store_events() call. */
+#define STG_STORE_EVENTS_MAX 1000
+
 /* The schema version this binary writes. */
 int stg_store_schema_version(void);
 
@@ -45,11 +53,16 @@ char *stg_store_format_time(int64_t ms, char *buf, size_t len);
 
 /* --- executions -------------------------------------------------------------------- */
 
-/* Records a new execution of wf (its text in definition) with inputs
- * already resolved (an object of strings), its steps, and one pending
- * workflow task. id gets "ex_" + 16 hex digits (at least 20 bytes). */
-int stg_store_exec_create(stg_store_t *st, const stg_workflow_t *wf, const char *definition,
-                          const json_t *inputs, char *id, size_t idlen);
+/* A new execution. */
+typedef struct {
+  const stg_workflow_t *wf;  /* the parsed definition */
+  const char *definition;    /* its text, stored as given */
+  const json_t *inputs;      /* resolved: an object with a string per input */
+} stg_store_submit_t;
+
+/* Records a new execution, its steps and one pending workflow task; *id
+ * gets its id. */
+int stg_store_exec_create(stg_store_t *st, const stg_store_submit_t *o, stg_store_id_t *id);
 
 /* Newest first; state NULL for all. Sets *out to an array of summaries. */
 int stg_store_exec_list(stg_store_t *st, int limit, const char *state, json_t **out);
@@ -62,11 +75,16 @@ int stg_store_exec_get(stg_store_t *st, const char *id, json_t **out);
  * recorded. *out gets the summary. UV_EBUSY when already finished. */
 int stg_store_exec_cancel(stg_store_t *st, const char *id, json_t **out);
 
-/* Events with seq > after, at most limit. *events gets an array, *next the
- * seq to pass as after next time, *finished whether execution_finished is
- * at or before the last event returned. */
-int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after, int limit,
-                     json_t **events, int64_t *next, bool *finished);
+/* What stg_store_events() found. */
+typedef struct {
+  json_t *events;            /* new reference: an array of EVENT objects */
+  int64_t next;              /* the `after` for the next call */
+  bool finished;             /* execution_finished is at or before the last */
+} stg_store_events_t;
+
+/* Events with seq > after, at most STG_STORE_EVENTS_MAX. */
+int stg_store_events(stg_store_t *st, const char *exec_id, int64_t after,
+                     stg_store_events_t *out);
 
 /* --- tasks ------------------------------------------------------------------------- */
 
@@ -75,35 +93,57 @@ typedef enum {
   STG_TASK_AGENT = 2,
 } stg_task_kind_t;
 
-/* Claims the oldest pending task of that kind for worker, leased until
- * now + lease_ms. *task gets the TASK object, or NULL when there is none
- * (and 0 is returned). Claiming a workflow task starts its execution
- * (execution_started, the first time); *exec_id (at least 32 bytes) gets
- * the execution's id when a task was claimed. */
-int stg_store_task_claim(stg_store_t *st, stg_task_kind_t kind, const char *worker,
-                         uint64_t lease_ms, json_t **task, char *exec_id);
+/* A claim. */
+typedef struct {
+  stg_task_kind_t kind;      /* of the task wanted */
+  const char *worker;        /* who claims */
+  uint64_t lease_ms;         /* the lease: until now + lease_ms */
+} stg_store_claim_t;
 
-/* Renews the lease. *cancelled: the execution was cancelled. */
-int stg_store_task_heartbeat(stg_store_t *st, const char *id, const char *worker,
-                             uint64_t lease_ms, bool *cancelled);
+/* Claims the oldest pending task of that kind. *task gets the TASK object,
+ * or NULL when there is none (and 0 is returned). Claiming a workflow task
+ * starts its execution (execution_started, the first time); *exec gets the
+ * execution's id when a task was claimed. */
+int stg_store_task_claim(stg_store_t *st, const stg_store_claim_t *o, json_t **task,
+                         stg_store_id_t *exec);
+
+/* A task as held by a worker: every call below checks that the task is
+ * leased to that worker and the lease has not lapsed (else UV_EBUSY). */
+typedef struct {
+  const char *task_id;       /* "tk_..." */
+  const char *worker;        /* the worker that claimed it */
+} stg_store_lease_t;
+
+/* Renews the lease for lease_ms. *cancelled: the execution was cancelled. */
+int stg_store_task_heartbeat(stg_store_t *st, const stg_store_lease_t *l, uint64_t lease_ms,
+                             bool *cancelled);
+
+/* What stg_store_task_events() recorded. */
+typedef struct {
+  int64_t next;              /* seq of the last event (the `after` that skips them) */
+  stg_store_id_t exec;       /* the task's execution */
+} stg_store_appended_t;
 
 /* Records a runner's events (an array of E objects, see docs/api.md) for
- * the task's execution and the step states they imply, all or nothing.
- * *next gets the seq of the last event (the `after` that skips them); exec_id (at least 32 bytes) the execution. */
-int stg_store_task_events(stg_store_t *st, const char *id, const char *worker,
-                          const json_t *events, int64_t *next, char *exec_id);
+ * the task's execution and the step states they imply, all or nothing. */
+int stg_store_task_events(stg_store_t *st, const stg_store_lease_t *l, const json_t *events,
+                          stg_store_appended_t *out);
 
-/* Finishes a leased task: state "succeeded" or "failed", error and output
- * may be NULL. A workflow task finishes its execution. exec_id (at least
- * 32 bytes) gets the task's execution. */
-int stg_store_task_complete(stg_store_t *st, const char *id, const char *worker,
-                            const char *state, const char *error, const char *output,
-                            char *exec_id);
+/* How a task ended. */
+typedef struct {
+  const char *state;         /* "succeeded" or "failed" */
+  const char *error;         /* NULL or why it failed */
+  const char *output;        /* NULL or the result (agent tasks) */
+} stg_store_result_t;
+
+/* Finishes a leased task. A workflow task finishes its execution (unless
+ * it was cancelled). *exec gets the task's execution. */
+int stg_store_task_complete(stg_store_t *st, const stg_store_lease_t *l,
+                            const stg_store_result_t *r, stg_store_id_t *exec);
 
 /* Gives a leased task back (pending again, or cancelled when its execution
  * was). *kind gets the task's kind. */
-int stg_store_task_release(stg_store_t *st, const char *id, const char *worker,
-                           stg_task_kind_t *kind);
+int stg_store_task_release(stg_store_t *st, const stg_store_lease_t *l, stg_task_kind_t *kind);
 
 /* Options of an agent task asked for by a workflow runner. */
 typedef struct {
@@ -114,9 +154,9 @@ typedef struct {
   int64_t timeout_ms;         /* 0 for none */
 } stg_store_agent_task_t;
 
-/* Creates a pending agent task; id gets "tk_" + 16 hex digits. */
+/* Creates a pending agent task; *id gets its id. */
 int stg_store_task_create_agent(stg_store_t *st, const stg_store_agent_task_t *opts,
-                                char *id, size_t idlen);
+                                stg_store_id_t *id);
 
 /* {"id","kind","state","output","error"}; *final when the state is
  * succeeded, failed or cancelled. */

@@ -17,7 +17,6 @@
 
 #define MAX_WORKER 200
 #define MAX_LIMIT 1000
-#define EVENTS_PER_CALL 1000
 
 typedef enum { W_EVENTS, W_CLAIM, W_TASK } waiter_kind_t;
 
@@ -264,20 +263,18 @@ static void on_waiter_gone(stg_http_req_t *req, void *data) {
  * with no events (the deadline). */
 static bool try_events(api_t *api, stg_http_req_t *req, const char *id, int64_t after,
                        bool final) {
-  json_t *events = NULL;
-  int64_t next;
-  bool finished;
-  int rc = stg_store_events(api->store, id, after, EVENTS_PER_CALL, &events, &next, &finished);
+  stg_store_events_t ev;
+  int rc = stg_store_events(api->store, id, after, &ev);
   if (rc != 0) {
     respond_store(api, req, rc);
     return true;
   }
-  if (json_array_size(events) == 0 && !finished && !final) {
-    json_decref(events);
+  if (json_array_size(ev.events) == 0 && !ev.finished && !final) {
+    json_decref(ev.events);
     return false;
   }
-  respond_take(req, 200, json_pack("{s:o, s:I, s:b}", "events", events, "next",
-                                   (json_int_t)next, "finished", finished));
+  respond_take(req, 200, json_pack("{s:o, s:I, s:b}", "events", ev.events, "next",
+                                   (json_int_t)ev.next, "finished", ev.finished));
   return true;
 }
 
@@ -457,14 +454,15 @@ static void handle_exec_submit(stg_http_req_t *req, void *data) {
       goto out;
     }
   }
-  char id[32];
-  rc = stg_store_exec_create(api->store, wf, text, resolved, id, sizeof id);
+  stg_store_id_t id;
+  stg_store_submit_t sub = {wf, text, resolved};
+  rc = stg_store_exec_create(api->store, &sub, &id);
   if (rc != 0) {
     respond_store(api, req, rc);
     goto out;
   }
-  stg_debug("execution %s of '%s' accepted", id, wf->name);
-  respond_take(req, 201, json_pack("{s:s, s:s, s:s}", "id", id, "state", "pending", "name",
+  stg_debug("execution %s of '%s' accepted", id.s, wf->name);
+  respond_take(req, 201, json_pack("{s:s, s:s, s:s}", "id", id.s, "state", "pending", "name",
                                    wf->name));
   wake_claims(api, 1u << STG_TASK_WORKFLOW);
 out:
@@ -596,8 +594,9 @@ static void handle_exec_post(stg_http_req_t *req, void *data) {
 static bool try_claim(api_t *api, stg_http_req_t *req, stg_task_kind_t kind, const char *worker,
                       bool final) {
   json_t *task = NULL;
-  char ex[32];
-  int rc = stg_store_task_claim(api->store, kind, worker, api->lease_ms, &task, ex);
+  stg_store_id_t ex;
+  stg_store_claim_t claim = {kind, worker, api->lease_ms};
+  int rc = stg_store_task_claim(api->store, &claim, &task, &ex);
   if (rc != 0) {
     respond_store(api, req, rc);
     return true;
@@ -612,7 +611,7 @@ static bool try_claim(api_t *api, stg_http_req_t *req, stg_task_kind_t kind, con
   respond_take(req, 200, json_pack("{s:o}", "task", task));
   arm_lease_timer(api);
   if (kind == STG_TASK_WORKFLOW)
-    wake_events(api, ex);
+    wake_events(api, ex.s);
   return true;
 }
 
@@ -684,11 +683,12 @@ static void task_action(api_t *api, stg_http_req_t *req, const char *id, const c
   const char *worker = str_field(req, body, "worker", true, MAX_WORKER, &ok);
   if (!ok)
     goto out;
-  char ex[32] = "";
+  stg_store_lease_t lease = {id, worker};
+  stg_store_id_t ex;
   int rc;
   if (strcmp(action, "heartbeat") == 0) {
     bool cancelled = false;
-    rc = stg_store_task_heartbeat(api->store, id, worker, api->lease_ms, &cancelled);
+    rc = stg_store_task_heartbeat(api->store, &lease, api->lease_ms, &cancelled);
     if (rc != 0) {
       respond_store(api, req, rc);
       goto out;
@@ -702,32 +702,33 @@ static void task_action(api_t *api, stg_http_req_t *req, const char *id, const c
       stg_http_respond_error(req, 400, "bad_request", "events: expected an array");
       goto out;
     }
-    int64_t next = 0;
-    rc = stg_store_task_events(api->store, id, worker, events, &next, ex);
+    stg_store_appended_t app;
+    rc = stg_store_task_events(api->store, &lease, events, &app);
     if (rc != 0) {
       respond_store(api, req, rc);
       goto out;
     }
-    respond_take(req, 200, json_pack("{s:I}", "next", (json_int_t)next));
-    wake_events(api, ex);
+    respond_take(req, 200, json_pack("{s:I}", "next", (json_int_t)app.next));
+    wake_events(api, app.exec.s);
   } else if (strcmp(action, "complete") == 0) {
     const char *state = str_field(req, body, "state", true, 16, &ok);
     const char *error = ok ? str_field(req, body, "error", false, 64 * 1024, &ok) : NULL;
     const char *output = ok ? str_field(req, body, "output", false, 1u << 20, &ok) : NULL;
     if (!ok)
       goto out;
-    rc = stg_store_task_complete(api->store, id, worker, state, error, output, ex);
+    stg_store_result_t result = {state, error, output};
+    rc = stg_store_task_complete(api->store, &lease, &result, &ex);
     if (rc != 0) {
       respond_store(api, req, rc);
       goto out;
     }
     respond_take(req, 200, json_pack("{s:s, s:s}", "id", id, "state", state));
-    wake_events(api, ex);
+    wake_events(api, ex.s);
     wake_tasks(api, NULL);
     arm_lease_timer(api);
   } else if (strcmp(action, "release") == 0) {
     stg_task_kind_t kind;
-    rc = stg_store_task_release(api->store, id, worker, &kind);
+    rc = stg_store_task_release(api->store, &lease, &kind);
     if (rc != 0) {
       respond_store(api, req, rc);
       goto out;
@@ -817,13 +818,13 @@ static void handle_task_create(stg_http_req_t *req, void *data) {
     }
     o.timeout_ms = json_integer_value(t);
   }
-  char id[32];
-  int rc = stg_store_task_create_agent(api->store, &o, id, sizeof id);
+  stg_store_id_t id;
+  int rc = stg_store_task_create_agent(api->store, &o, &id);
   if (rc != 0) {
     respond_store(api, req, rc);
     goto out;
   }
-  respond_take(req, 201, json_pack("{s:s}", "id", id));
+  respond_take(req, 201, json_pack("{s:s}", "id", id.s));
   wake_claims(api, 1u << STG_TASK_AGENT);
 out:
   json_decref(body);
@@ -866,6 +867,7 @@ void api_set_store(api_t *api, stg_store_t *store) {
 
 static void on_lease_timer_closed(uv_handle_t *h) {
   api_t *api = container_of((uv_timer_t *)h, api_t, lease_timer);
+  api->store = NULL; /* the caller closes it in the callback */
   if (api->closed_cb)
     api->closed_cb(api);
 }

@@ -775,6 +775,70 @@ TEST(get_client_timeout_and_cancel) {
   close(ls);
 }
 
+/* stg_http_request: POST with a JSON body (the server echoes it back
+ * parsed), a response body larger than the default cap read with a larger
+ * max_body, and over max_body refused with UV_E2BIG. */
+static int request_once(const stg_http_request_options_t *opts, get_result_t *r) {
+  uv_loop_t loop;
+  memset(r, 0, sizeof *r);
+  uv_loop_init(&loop);
+  int rc = stg_http_request(&loop, &r->g, opts);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0)
+    return -1000;
+  return rc;
+}
+
+TEST(request_client_post_json_and_max_body) {
+  fixture_t fx;
+  REQUIRE(fx_start(&fx, &default_opts) == 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", fx.port);
+  get_result_t r;
+  static const char json[] = "{\"kind\":\"workflow\",\"n\":3}";
+  stg_http_request_options_t o = {.addr = addr, .path = "/json/claim?wait=1s",
+                                  .timeout_ms = 5000, .cb = on_get, .method = "POST",
+                                  .body = json, .body_len = sizeof json - 1};
+  CHECK_EQ_INT(request_once(&o, &r), 0);
+  CHECK_EQ_INT(r.called, 1);
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_INT(r.status, 201);
+  json_t *got = json_loads(r.body, 0, NULL);
+  REQUIRE(got != NULL);
+  CHECK_STR(json_string_value(json_object_get(json_object_get(got, "got"), "kind")), "workflow");
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(got, "got"), "n")), 3);
+  CHECK_STR(json_string_value(json_object_get(got, "query")), "wait=1s");
+  CHECK_STR(json_string_value(json_object_get(got, "path")), "/json/claim");
+  json_decref(got);
+
+  /* malformed JSON reaches the server's handler as such */
+  o.body = "{\"kind\":";
+  o.body_len = strlen(o.body);
+  CHECK_EQ_INT(request_once(&o, &r), 0);
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_INT(r.status, 400);
+  CHECK_CONTAINS(r.body, "bad_json");
+
+  /* an echo of 6000 bytes: over the default 4 KiB cap, within 8000 */
+  static char big[6000];
+  memset(big, 'x', sizeof big);
+  stg_http_request_options_t e = {.addr = addr, .path = "/echo", .timeout_ms = 5000,
+                                  .cb = on_get, .method = "PUT", .body = big,
+                                  .body_len = sizeof big, .content_type = "text/plain"};
+  CHECK_EQ_INT(request_once(&e, &r), 0);
+  CHECK_EQ_INT(r.err, UV_E2BIG);
+  CHECK_EQ_INT(r.status, 0);
+  e.max_body = 8000;
+  CHECK_EQ_INT(request_once(&e, &r), 0);
+  CHECK_EQ_INT(r.err, 0);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_EQ_INT(strlen(r.body), sizeof big);
+  e.max_body = 5999;
+  CHECK_EQ_INT(request_once(&e, &r), 0);
+  CHECK_EQ_INT(r.err, UV_E2BIG);
+  CHECK_EQ_INT(fx_stop(&fx), 0);
+}
+
 int main(void) {
   RUN(parse_addr);
   RUN(keep_alive_two_requests_and_pipelining);
@@ -791,5 +855,6 @@ int main(void) {
   RUN(ipv6_listen);
   RUN(get_client);
   RUN(get_client_timeout_and_cancel);
+  RUN(request_client_post_json_and_max_body);
   return CHECK_DONE();
 }

@@ -94,8 +94,10 @@ TEST(reopen_keeps_data_and_task_flow) {
   stg_workflow_t *wf;
   REQUIRE(stg_workflow_parse(wf_text, strlen(wf_text), "t.ini", &wf, err, sizeof err) == 0);
   json_t *inputs = json_pack("{s:s}", "who", "you");
-  char id[32];
-  REQUIRE(stg_store_exec_create(st, wf, wf_text, inputs, id, sizeof id) == 0);
+  stg_store_id_t eid;
+  stg_store_submit_t sub = {wf, wf_text, inputs};
+  REQUIRE(stg_store_exec_create(st, &sub, &eid) == 0);
+  const char *id = eid.s;
   CHECK(strncmp(id, "ex_", 3) == 0 && strlen(id) == 19);
   json_decref(inputs);
   stg_workflow_free(wf);
@@ -112,29 +114,33 @@ TEST(reopen_keeps_data_and_task_flow) {
 
   /* claim, lease lapse, reclaim by another worker, old worker refused */
   json_t *task = NULL;
-  char ex[32];
-  REQUIRE(stg_store_task_claim(st, STG_TASK_WORKFLOW, "w1", 1, &task, ex) == 0);
+  stg_store_id_t ex;
+  stg_store_claim_t c1 = {STG_TASK_WORKFLOW, "w1", 1};
+  REQUIRE(stg_store_task_claim(st, &c1, &task, &ex) == 0);
   REQUIRE(task != NULL);
-  CHECK_STR(ex, id);
+  CHECK_STR(ex.s, id);
   char tid[32];
   snprintf(tid, sizeof tid, "%s", json_string_value(json_object_get(task, "id")));
   json_decref(task);
   usleep(20000);
   bool cancelled;
-  CHECK_EQ_INT(stg_store_task_heartbeat(st, tid, "w1", 1000, &cancelled), UV_EBUSY);
+  stg_store_lease_t w1 = {tid, "w1"}, w2 = {tid, "w2"};
+  CHECK_EQ_INT(stg_store_task_heartbeat(st, &w1, 1000, &cancelled), UV_EBUSY);
   unsigned kinds = 0;
   CHECK_EQ_INT(stg_store_expire_leases(st, &kinds), 0);
   CHECK_EQ_INT(kinds, 1u << STG_TASK_WORKFLOW);
   int64_t at;
   CHECK_EQ_INT(stg_store_next_expiry(st, &at), 0);
   CHECK_EQ_INT(at, -1);
-  REQUIRE(stg_store_task_claim(st, STG_TASK_WORKFLOW, "w2", 30000, &task, ex) == 0);
+  stg_store_claim_t c2 = {STG_TASK_WORKFLOW, "w2", 30000};
+  REQUIRE(stg_store_task_claim(st, &c2, &task, &ex) == 0);
   REQUIRE(task != NULL);
   json_decref(task);
   CHECK_EQ_INT(stg_store_next_expiry(st, &at), 0);
   CHECK(at > 0);
-  CHECK_EQ_INT(stg_store_task_heartbeat(st, tid, "w1", 1000, &cancelled), UV_EBUSY);
-  CHECK_EQ_INT(stg_store_task_heartbeat(st, tid, "w2", 1000, &cancelled), 0);
+  CHECK_EQ_INT(stg_store_task_heartbeat(st, &w1, 1000, &cancelled), UV_EBUSY);
+  CHECK_CONTAINS(stg_store_errmsg(st), "leased to 'w2'");
+  CHECK_EQ_INT(stg_store_task_heartbeat(st, &w2, 1000, &cancelled), 0);
   CHECK(!cancelled);
 
   json_t *evs = json_pack("[{s:s,s:s},{s:s,s:s,s:s,s:s},{s:s,s:s,s:s,s:i,s:s}]",
@@ -142,59 +148,70 @@ TEST(reopen_keeps_data_and_task_flow) {
                           "type", "output", "step", "a", "stream", "out", "line", "you",
                           "type", "step_finished", "step", "a", "state", "succeeded",
                           "exit_code", 0, "output", "you\n");
-  int64_t next;
-  CHECK_EQ_INT(stg_store_task_events(st, tid, "w2", evs, &next, ex), 0);
-  CHECK_EQ_INT(next, 4); /* execution_started is 1 */
+  stg_store_appended_t app;
+  CHECK_EQ_INT(stg_store_task_events(st, &w2, evs, &app), 0);
+  CHECK_EQ_INT(app.next, 4); /* execution_started is 1 */
+  CHECK_STR(app.exec.s, id);
   json_decref(evs);
   evs = json_pack("[{s:s,s:s}]", "type", "step_started", "step", "a");
-  CHECK_EQ_INT(stg_store_task_events(st, tid, "w2", evs, &next, ex), UV_EBUSY);
+  CHECK_EQ_INT(stg_store_task_events(st, &w2, evs, &app), UV_EBUSY);
   json_decref(evs);
   evs = json_pack("[{s:s,s:s}]", "type", "step_started", "step", "zz");
-  CHECK_EQ_INT(stg_store_task_events(st, tid, "w2", evs, &next, ex), UV_EINVAL);
+  CHECK_EQ_INT(stg_store_task_events(st, &w2, evs, &app), UV_EINVAL);
   CHECK_CONTAINS(stg_store_errmsg(st), "no step 'zz'");
   json_decref(evs);
 
   stg_store_agent_task_t ao = {id, "b", "say you", NULL, 5000};
-  char aid[32];
-  CHECK_EQ_INT(stg_store_task_create_agent(st, &ao, aid, sizeof aid), 0);
+  stg_store_id_t atid, atid2;
+  CHECK_EQ_INT(stg_store_task_create_agent(st, &ao, &atid), 0);
+  const char *aid = atid.s;
   ao.step = "a";
-  char aid2[32];
-  CHECK_EQ_INT(stg_store_task_create_agent(st, &ao, aid2, sizeof aid2), UV_EINVAL);
+  CHECK_EQ_INT(stg_store_task_create_agent(st, &ao, &atid2), UV_EINVAL);
   json_t *at_ = NULL;
   bool final = true;
   CHECK_EQ_INT(stg_store_task_get(st, aid, &at_, &final), 0);
   CHECK(!final);
   json_decref(at_);
-  REQUIRE(stg_store_task_claim(st, STG_TASK_AGENT, "ar", 30000, &task, ex) == 0);
+  stg_store_claim_t c3 = {STG_TASK_AGENT, "ar", 30000};
+  REQUIRE(stg_store_task_claim(st, &c3, &task, &ex) == 0);
   REQUIRE(task != NULL);
   CHECK_STR(json_string_value(json_object_get(json_object_get(task, "payload"), "prompt")),
             "say you");
   json_decref(task);
-  CHECK_EQ_INT(stg_store_task_complete(st, aid, "ar", "succeeded", NULL, "hi", ex), 0);
+  stg_store_lease_t ar = {aid, "ar"};
+  stg_store_result_t ok_hi = {"succeeded", NULL, "hi"};
+  CHECK_EQ_INT(stg_store_task_complete(st, &ar, &ok_hi, &ex), 0);
   CHECK_EQ_INT(stg_store_task_get(st, aid, &at_, &final), 0);
   CHECK(final);
   CHECK_STR(json_string_value(json_object_get(at_, "output")), "hi");
   json_decref(at_);
 
-  CHECK_EQ_INT(stg_store_task_complete(st, tid, "w2", "succeeded", NULL, NULL, ex), 0);
+  stg_store_result_t ok = {"succeeded", NULL, NULL};
+  CHECK_EQ_INT(stg_store_task_complete(st, &w2, &ok, &ex), 0);
+  CHECK_EQ_INT(stg_store_task_complete(st, &w2, &ok, &ex), UV_EBUSY);
   stg_store_close(st);
 
   REQUIRE(stg_store_open(path, &st, err, sizeof err) == 0);
-  json_t *list = NULL;
-  bool fin = false;
-  REQUIRE(stg_store_events(st, id, 0, 1000, &list, &next, &fin) == 0);
-  CHECK(fin);
+  stg_store_events_t ev;
+  REQUIRE(stg_store_events(st, id, 0, &ev) == 0);
+  CHECK(ev.finished);
+  json_t *list = ev.events;
   CHECK_EQ_INT(json_array_size(list), 5);
   CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "type")),
             "execution_started");
   CHECK_STR(json_string_value(json_object_get(json_array_get(list, 4), "type")),
             "execution_finished");
   json_decref(list);
-  REQUIRE(stg_store_events(st, id, 2, 2, &list, &next, &fin) == 0);
-  CHECK_EQ_INT(json_array_size(list), 2);
-  CHECK_EQ_INT(next, 4);
-  CHECK(!fin);
-  json_decref(list);
+  REQUIRE(stg_store_events(st, id, 2, &ev) == 0);
+  CHECK_EQ_INT(json_array_size(ev.events), 3);
+  CHECK_EQ_INT(ev.next, 5);
+  CHECK(ev.finished);
+  json_decref(ev.events);
+  REQUIRE(stg_store_events(st, id, 5, &ev) == 0);
+  CHECK_EQ_INT(json_array_size(ev.events), 0);
+  CHECK_EQ_INT(ev.next, 5);
+  CHECK(ev.finished);
+  json_decref(ev.events);
   REQUIRE(stg_store_exec_get(st, id, &e) == 0);
   CHECK_STR(json_string_value(json_object_get(e, "state")), "succeeded");
   json_t *s0 = json_array_get(json_object_get(e, "steps"), 0);
@@ -215,9 +232,11 @@ TEST(cancel) {
   stg_workflow_t *wf;
   REQUIRE(stg_workflow_parse(wf_text, strlen(wf_text), "t.ini", &wf, err, sizeof err) == 0);
   json_t *inputs = json_object();
-  char id[32], id2[32];
-  REQUIRE(stg_store_exec_create(st, wf, wf_text, inputs, id, sizeof id) == 0);
-  REQUIRE(stg_store_exec_create(st, wf, wf_text, inputs, id2, sizeof id2) == 0);
+  stg_store_id_t e1, e2;
+  stg_store_submit_t sub = {wf, wf_text, inputs};
+  REQUIRE(stg_store_exec_create(st, &sub, &e1) == 0);
+  REQUIRE(stg_store_exec_create(st, &sub, &e2) == 0);
+  const char *id = e1.s, *id2 = e2.s;
   json_decref(inputs);
   stg_workflow_free(wf);
   json_t *list;
@@ -226,29 +245,31 @@ TEST(cancel) {
   CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "id")), id2);
   json_decref(list);
   json_t *task, *sum = NULL;
-  char ex[32];
-  REQUIRE(stg_store_task_claim(st, STG_TASK_WORKFLOW, "w", 30000, &task, ex) == 0);
+  stg_store_id_t ex;
+  stg_store_claim_t cw = {STG_TASK_WORKFLOW, "w", 30000};
+  REQUIRE(stg_store_task_claim(st, &cw, &task, &ex) == 0);
   REQUIRE(task);
   char tid[32];
   snprintf(tid, sizeof tid, "%s", json_string_value(json_object_get(task, "id")));
   json_decref(task);
-  CHECK_STR(ex, id);
+  CHECK_STR(ex.s, id);
   REQUIRE(stg_store_exec_cancel(st, id, &sum) == 0);
   CHECK_STR(json_string_value(json_object_get(sum, "state")), "cancelled");
   json_decref(sum);
   REQUIRE(stg_store_exec_cancel(st, id2, &sum) == 0);
   json_decref(sum);
   bool cancelled = false;
-  CHECK_EQ_INT(stg_store_task_heartbeat(st, tid, "w", 30000, &cancelled), 0);
+  stg_store_lease_t lw = {tid, "w"};
+  CHECK_EQ_INT(stg_store_task_heartbeat(st, &lw, 30000, &cancelled), 0);
   CHECK(cancelled);
   /* the second execution's pending task was cancelled: nothing to claim */
-  REQUIRE(stg_store_task_claim(st, STG_TASK_WORKFLOW, "w", 30000, &task, ex) == 0);
+  REQUIRE(stg_store_task_claim(st, &cw, &task, &ex) == 0);
   CHECK(task == NULL);
   REQUIRE(stg_store_exec_list(st, 10, "cancelled", &list) == 0);
   CHECK_EQ_INT(json_array_size(list), 2);
   json_decref(list);
   stg_task_kind_t kind;
-  CHECK_EQ_INT(stg_store_task_release(st, tid, "w", &kind), 0);
+  CHECK_EQ_INT(stg_store_task_release(st, &lw, &kind), 0);
   bool final = false;
   REQUIRE(stg_store_task_get(st, tid, &task, &final) == 0);
   CHECK(final);
