@@ -332,8 +332,10 @@ int stg_cli_ensure_daemon(stg_cli_t *cli) {
   int code = 0;
   static const char *const need[] = {"server", "workflow-runner"};
   for (size_t i = 0; i < 2; i++) {
-    if (strcmp(comp_state(st, need[i]), "ready") != 0) {
-      fprintf(stderr, "stigmer: the daemon's %s is not ready:\n", need[i]);
+    const char *state = comp_state(st, need[i]);
+    if (strcmp(state, "ready") != 0) {
+      fprintf(stderr, "stigmer: the daemon's %s is %s; workflows need it ready\n", need[i],
+              *state ? state : "missing");
       code = 1;
     }
   }
