@@ -447,4 +447,8 @@ expect_eq "$(lines_any "$T/conc")" 3 "executions run"
 
 run stg daemon stop
 expect_no_stack
+
+case_ "no sanitizer reports in the components' logs (sanitized builds)"
+bad=$(grep -l "Sanitizer\|runtime error:" "$STIGMER_HOME"/logs/*.log* 2>/dev/null)
+[ -z "$bad" ] && pass || fail "sanitizer reports in: $bad: $(grep -h -A5 "Sanitizer\|runtime error:" $bad | head -20)"
 finish
