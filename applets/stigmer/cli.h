@@ -41,6 +41,13 @@ int stg_cli_daemon_logs(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_daemon_install_service(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_daemon_uninstall_service(stg_cli_t *cli, int argc, char **argv);
 int stg_cli_agent_runner(stg_cli_t *cli, int argc, char **argv);
+/* `stigmer run FILE.ini` and `stigmer executions ...` (cmd_run.c). */
+int stg_cli_run(stg_cli_t *cli, int argc, char **argv);
+int stg_cli_executions(stg_cli_t *cli, int argc, char **argv);
+/* Starts the daemon unless it is running, as `stigmer daemon start` does,
+ * and waits until the server and the workflow runner are ready (cmd_daemon.c).
+ * Returns 0, or 1 after saying what failed. */
+int stg_cli_ensure_daemon(stg_cli_t *cli);
 
 /* Download progress on stderr (cmd_agent_runner.c), for `agent-runner fetch`
  * and `daemon start`: a bar redrawn in place on a terminal, else a line at

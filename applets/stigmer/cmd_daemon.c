@@ -373,6 +373,53 @@ static int spawn_supervisor(stg_cli_t *cli, stg_config_t *cfg) {
   return -1;
 }
 
+/* The state of one component in a status reply, or "". */
+static const char *comp_state(json_t *st, const char *name) {
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(st, "components"), i, c) {
+    if (strcmp(str_or(json_object_get(c, "name"), ""), name) == 0)
+      return str_or(json_object_get(c, "state"), "");
+  }
+  return "";
+}
+
+int stg_cli_ensure_daemon(stg_cli_t *cli) {
+  stg_config_t *cfg = stg_cli_config(cli);
+  if (!running(cfg)) {
+    fprintf(stderr, "stigmer: starting the daemon\n");
+    if (spawn_supervisor(cli, cfg) < 0)
+      return 1;
+  }
+  /* Wait for the stack to settle; only the server and the workflow runner
+   * are needed to run workflows. */
+  uint64_t t = 10000;
+  for (int i = 0; i < STG_COMP_COUNT; i++)
+    t += cfg->component[i].ready_timeout_ms;
+  json_t *req = json_pack("{s:s, s:I}", "cmd", "wait", "timeout_ms", (json_int_t)t);
+  json_t *st = NULL;
+  int rc = stg_ctl_call(cfg, req, (int)(t + 5000), &st);
+  json_decref(req);
+  if (rc != 0) {
+    fprintf(stderr, "stigmer: waiting for the daemon: %s\n", uv_strerror(rc));
+    return 1;
+  }
+  int code = 0;
+  static const char *const need[] = {"server", "workflow-runner"};
+  for (size_t i = 0; i < 2; i++) {
+    const char *state = comp_state(st, need[i]);
+    if (strcmp(state, "ready") != 0) {
+      fprintf(stderr, "stigmer: the daemon's %s is %s; workflows need it ready\n", need[i],
+              *state ? state : "missing");
+      code = 1;
+    }
+  }
+  if (code != 0)
+    explain_failures(cfg, st);
+  json_decref(st);
+  return code;
+}
+
 /* --- commands ---------------------------------------------------------------------------- */
 
 static int cmd_start(stg_cli_t *cli, int argc, char **argv) {

@@ -22,7 +22,11 @@ static const command_t commands[] = {
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
     {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run\n"
                                "                         the stack in the background (docs/daemon.md)"},
+    {"executions", stg_cli_executions, "executions list|show|cancel|logs\n"
+                                       "                         workflow executions (docs/run.md)"},
     {"help", NULL, "help                   this text"},
+    {"run", stg_cli_run, "run FILE.ini [--input NAME=VALUE]... [--detach]\n"
+                         "                         run a workflow and follow it"},
     {"server", stg_cli_server, "server [stop|status|logs]\n"
                                "                         aliases of daemon start|stop|status|logs"},
     {"version", stg_cli_version, "version [--json]       versions of stigmer and its libraries"},
