@@ -83,7 +83,7 @@ _stigmer() {
 		logs) COMPREPLY=($(compgen -W "--follow" -- "$cur")) ;;
 		esac ;;
 	run)
-		if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--input --help" -- "$cur"))
+		if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--input --detach --help" -- "$cur"))
 		else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
 	version) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
 	esac

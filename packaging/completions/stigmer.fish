@@ -77,4 +77,5 @@ complete -c stigmer -n '__stigmer_sub executions logs' -s f -l follow -d 'until 
 # run, version
 complete -c stigmer -n '__stigmer_sub run' -F
 complete -c stigmer -n '__stigmer_sub run' -l input -x -d 'NAME=VALUE'
+complete -c stigmer -n '__stigmer_sub run' -l detach -d 'print the execution id and exit'
 complete -c stigmer -n '__stigmer_sub version' -l json -d 'as JSON'
