@@ -1,4 +1,5 @@
 #include "logstore.h"
+#include "utf8.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -204,37 +205,6 @@ static void gb_printf(gbuf_t *b, const char *fmt, ...) {
   gb_put(b, tmp, (size_t)n);
 }
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n) {
-  unsigned char c = p[0];
-  size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF)
-    need = 1;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    need = 2;
-    if (c == 0xE0)
-      lo = 0xA0;
-    else if (c == 0xED)
-      hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    need = 3;
-    if (c == 0xF0)
-      lo = 0x90;
-    else if (c == 0xF4)
-      hi = 0x8F;
-  } else
-    return 0;
-  if (n < need + 1)
-    return 0;
-  if (p[1] < lo || p[1] > hi)
-    return 0;
-  for (size_t i = 2; i <= need; i++)
-    if (p[i] < 0x80 || p[i] > 0xBF)
-      return 0;
-  return need + 1;
-}
-
 /* A JSON string; bytes that are not UTF-8 become U+FFFD. */
 static void gb_jstr(gbuf_t *b, const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
@@ -246,7 +216,7 @@ static void gb_jstr(gbuf_t *b, const char *s, size_t n) {
     char ubuf[8];
     size_t skip = 1;
     if (c >= 0x80) {
-      size_t l = utf8_len(p + i, n - i);
+      size_t l = stg_utf8_seq(p + i, n - i);
       if (l) {
         i += l;
         run += l;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "notify.h"
 #include "parse.h"
+#include "proc.h"
 #include "version.h"
 
 extern char **environ;
@@ -58,37 +59,6 @@ static void format_time(uint64_t us, char *buf, size_t len) {
   snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900,
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
            (unsigned)(us % 1000000u));
-}
-
-/* The start time of a process in clock ticks since boot (field 22 of
- * /proc/PID/stat), 0 if unknown. Together with the pid it names one process
- * for ever: a recycled pid has another start time. */
-static unsigned long long proc_start_ticks(int pid) {
-#if defined(__linux__)
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0)
-    return 0;
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')'); /* the command may contain spaces */
-  if (p == NULL)
-    return 0;
-  /* After ")": field 3 (the state), 4, ...; the start time is field 22,
-   * the 20th token. */
-  char *save = NULL;
-  char *tok = strtok_r(p + 1, " ", &save);
-  for (int field = 3; field < 22 && tok; field++)
-    tok = strtok_r(NULL, " ", &save);
-  return tok ? strtoull(tok, NULL, 10) : 0;
-#else
-  (void)pid;
-  return 0;
-#endif
 }
 
 /* The session of a process, or -1. */
@@ -224,7 +194,7 @@ static void kill_leftovers(stg_super_t *sup) {
     const char *name = json_string_value(json_object_get(e, "component"));
     if (pid <= 1)
       continue;
-    unsigned long long now_st = proc_start_ticks((int)pid);
+    unsigned long long now_st = stg_proc_start_ticks((int)pid, NULL);
     if (now_st != 0 && now_st == (unsigned long long)st) {
       stg_warn("killing leftover %s (pid %lld) of a previous supervisor",
                name ? name : "?", (long long)pid);
@@ -687,7 +657,7 @@ static int spawn(stg_comp_t *c, bool full_check) {
   c->run = r;
   c->pgid = r->pid;
   c->group_lingers = false;
-  c->start_ticks = proc_start_ticks(r->pid);
+  c->start_ticks = stg_proc_start_ticks(r->pid, NULL);
   c->started_at = uv_now(sup->loop);
   c->watchdog_seen = false;
   c->status_text[0] = '\0';

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "utf8.h"
 #include "wfr.h"
 
 enum {
@@ -166,37 +167,10 @@ void stg__wfr_call_close(stg__wfr_call_t *c, void (*close_cb)(stg__wfr_call_t *c
 
 /* --- UTF-8 -------------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0; a NUL
+ * is not kept either (JSON strings from jansson end there). */
 static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  if (c >= 0x01 && c < 0x80)
-    return 1;
-  size_t len;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF)
-    len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0)
-      lo = 0xA0;
-    else if (c == 0xED)
-      hi = 0x9F; /* no surrogates */
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0)
-      lo = 0x90;
-    else if (c == 0xF4)
-      hi = 0x8F;
-  } else
-    return 0;
-  if (n < len)
-    return 0;
-  if (s[1] < lo || s[1] > hi)
-    return 0;
-  for (size_t i = 2; i < len; i++)
-    if (s[i] < 0x80 || s[i] > 0xBF)
-      return 0;
-  return len;
+  return s[0] == 0 ? 0 : stg_utf8_seq(s, n);
 }
 
 char *stg__wfr_utf8(const char *s, size_t len, size_t *out_len) {

@@ -20,38 +20,15 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proc.h"
 #include "wfr.h"
 
 /* The start time of pid in clock ticks since boot, or 0 when it is gone
  * (or a zombie). */
 static unsigned long long start_time(int pid) {
-#ifdef __linux__
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0)
-    return 0;
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] == '\0' || p[2] == 'Z')
-    return 0;
-  /* after ") ": state is field 3; starttime is field 22 */
-  p += 2;
-  for (int field = 3; field < 22; field++) {
-    p = strchr(p, ' ');
-    if (p == NULL)
-      return 0;
-    p++;
-  }
-  return strtoull(p, NULL, 10);
-#else
-  (void)pid;
-  return 0;
-#endif
+  bool zombie;
+  unsigned long long t = stg_proc_start_ticks(pid, &zombie);
+  return zombie ? 0 : t;
 }
 
 int stg__wfr_steps_init(const char *home, char *dir, size_t len) {

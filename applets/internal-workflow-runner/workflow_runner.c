@@ -427,16 +427,9 @@ int internal_workflow_runner_main(int argc, char **argv) {
   stg_log_set_name(name);
   stg_config_t cfg;
   char err[4608];
-  if (stg_config_init(&cfg, home) != 0) {
-    fprintf(stderr, "%s: cannot find a home directory: set STIGMER_HOME or use --home\n", name);
-    return 2;
-  }
-  int rc = stg_config_load(&cfg, err, sizeof err);
-  if (rc == 0 && level)
-    rc = stg_config_set(&cfg, "log.level", level, err, sizeof err);
-  if (rc != 0) {
+  stg_config_overrides_t o = {home, level, NULL, 0};
+  if (stg_config_load_all(&cfg, &o, err, sizeof err) != 0) {
     fprintf(stderr, "%s: %s\n", name, err);
-    stg_config_free(&cfg);
     return 2;
   }
   stg_log_set_level(cfg.log.level);
