@@ -18,9 +18,10 @@ typedef struct {
 
 static const command_t commands[] = {
     {"agent-runner", stg_cli_agent_runner,
-     "agent-runner status|path|extract|install PATH|reset   the agent-runner binary"},
+     "agent-runner status|path|extract|fetch|install PATH|reset\n"
+     "                         the agent-runner binary (docs/agent-runner.md)"},
     {"config", stg_cli_config_cmd, "config show [--json]   the effective configuration"},
-    {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run\n"
+    {"daemon", stg_cli_daemon, "daemon start|stop|restart|status|logs|run|install-service\n"
                                "                         the stack in the background (docs/daemon.md)"},
     {"executions", stg_cli_executions, "executions list|show|cancel|logs\n"
                                        "                         workflow executions (docs/run.md)"},
