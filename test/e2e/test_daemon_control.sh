@@ -39,6 +39,23 @@ case_ "two requests on one connection"
 printf '{"cmd":"status"}\n{"cmd":"status"}\n' >"$T/req"
 expect_eq "$(send "$T/req" | jq -r .ok | tr '\n' ' ')" "true true " "replies"
 
+case_ "another user is refused"
+if command -v setpriv >/dev/null && [ "$(id -u)" = 0 ]; then
+	# Open the door that the modes keep shut, to reach the uid check itself.
+	chmod 711 "$STIGMER_HOME" "$STIGMER_HOME/run"
+	chmod 666 "$sock"
+	cp "$STG_TEST_HELPER" "$T/helper"
+	chmod 755 "$T" "$T/helper"
+	printf '{"cmd":"status"}\n' >"$T/req"
+	chmod 644 "$T/req"
+	r=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$T/helper" ctl-send "$sock" "$T/req")
+	expect_eq "$(printf '%s' "$r" | jq -r .error.code)" forbidden "reply to another uid"
+	chmod 700 "$STIGMER_HOME" "$STIGMER_HOME/run"
+	chmod 600 "$sock"
+else
+	echo "skipped: needs root and setpriv to act as another user"
+fi
+
 case_ "the supervisor lives on"
 kill -0 "$sup" && pass || fail "supervisor died"
 run "$STIGMER_BIN" daemon status

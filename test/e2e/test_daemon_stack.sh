@@ -32,6 +32,14 @@ expect_in "$(readlink /proc/$sp/fd/1)" "socket:"
 expect_eq "$(ps -o pgid= -p "$sp" | tr -d ' ')" "$sp" "server leads its group"
 expect_eq "$(ps -o sid= -p "$sp" | tr -d ' ')" "$sp" "server leads its session"
 
+case_ "an idle supervisor makes no wakeups"
+sup=$(sup_pid)
+ctx() { awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$sup/status"; }
+sleep 0.5
+before=$(ctx)
+sleep 2
+expect_eq "$(($(ctx) - before))" 0 "voluntary context switches of the supervisor in 2s"
+
 case_ "kill -9 of each component restarts it and status counts it"
 for c in server workflow-runner agent-runner; do
 	old=$(comp "$c" pid)
