@@ -70,8 +70,8 @@ int stg_curlloop_init(uv_loop_t *loop, stg_curlloop_t *l);
 /* Starts easy on l: sets its CURLOPT_PRIVATE (to x) and
  * CURLOPT_CLOSESOCKETFUNCTION/DATA, which the caller must not override.
  * done runs once when it finishes, from a loop callback (never from inside
- * this call). Returns 0, UV_EINVAL (l is closing), or UV_ENOMEM
- * (curl_multi_add_handle failed; easy is untouched and still the caller's). */
+ * this call). Returns 0, UV_EINVAL (l is closing, or no easy or done), or
+ * UV_ENOMEM (curl_multi_add_handle failed; easy is still the caller's). */
 int stg_curlloop_add(stg_curlloop_t *l, stg_curlloop_xfer_t *x, CURL *easy,
                      stg_curlloop_done_cb done);
 
