@@ -1,13 +1,10 @@
 #include "curluv.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <psa/crypto.h>
 
 #include "fetch.h"
 
@@ -22,31 +19,7 @@ enum {
   FIRST_CAP = 4096
 };
 
-struct stg_curluv_sock_s {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  ino_t ino; /* the socket behind fd (fd numbers are reused) */
-  stg_curluv_t *c;
-  stg_curluv_sock_t *next;
-};
-
-static void check_done(stg_curluv_t *c);
 static void finish(stg_curluv_t *c, int err);
-
-/* --- global init ------------------------------------------------------------- */
-
-static uv_once_t global_once = UV_ONCE_INIT;
-static int global_rc;
-
-static void global_init(void) {
-  /* mbedTLS 3.6 needs the PSA core for TLS 1.3; curl's global init is not
-   * thread-safe, hence once. */
-  if (psa_crypto_init() != PSA_SUCCESS) {
-    global_rc = UV_EIO;
-    return;
-  }
-  global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : UV_ENOMEM;
-}
 
 /* --- handles --------------------------------------------------------------- */
 
@@ -60,7 +33,7 @@ static void wipe_free(char *s) {
 }
 
 static void maybe_callback(stg_curluv_t *c) {
-  if (!c->finishing || c->open_handles > 0)
+  if (!c->finishing)
     return;
   char empty[1] = "";
   char *body = c->body != NULL ? c->body : empty;
@@ -80,127 +53,9 @@ static void maybe_callback(stg_curluv_t *c) {
     free(body);
 }
 
-static void on_handle_closed(uv_handle_t *h) {
-  stg_curluv_t *c = h->data;
-  if (h->type == UV_POLL)
-    free(container_of((uv_poll_t *)h, stg_curluv_sock_t, poll));
-  c->open_handles--;
-  maybe_callback(c);
-}
-
-static stg_curluv_sock_t *sock_find(stg_curluv_t *c, curl_socket_t fd) {
-  for (stg_curluv_sock_t *k = c->socks; k != NULL; k = k->next)
-    if (k->fd == fd)
-      return k;
-  return NULL;
-}
-
-/* Stops watching k's fd at once (before anyone closes the fd) and closes
- * the handle; k is freed by the close callback. */
-static void sock_close(stg_curluv_t *c, stg_curluv_sock_t *k) {
-  for (stg_curluv_sock_t **p = &c->socks; *p != NULL; p = &(*p)->next) {
-    if (*p == k) {
-      *p = k->next;
-      break;
-    }
-  }
-  uv_poll_stop(&k->poll);
-  uv_close((uv_handle_t *)&k->poll, on_handle_closed);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  stg_curluv_sock_t *k = container_of(h, stg_curluv_sock_t, poll);
-  stg_curluv_t *c = k->c;
-  curl_socket_t fd = k->fd;
-  int flags = 0;
-  if (status < 0) {
-    uv_poll_stop(h); /* a bad fd: no busy loop; curl finds out */
-    flags = CURL_CSELECT_ERR;
-  } else {
-    if (events & UV_READABLE)
-      flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-      flags |= CURL_CSELECT_OUT;
-  }
-  if (c->multi == NULL)
-    return;
-  int running;
-  curl_multi_socket_action(c->multi, fd, flags, &running);
-  check_done(c);
-}
-
-static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
-  (void)easy;
-  (void)socketp;
-  stg_curluv_t *c = userp;
-  stg_curluv_sock_t *k = sock_find(c, s);
-  if (what == CURL_POLL_REMOVE) {
-    if (k != NULL)
-      sock_close(c, k);
-    return 0;
-  }
-  struct stat st;
-  if (fstat(s, &st) < 0)
-    st.st_ino = 0;
-  if (k != NULL && k->ino != st.st_ino) {
-    sock_close(c, k); /* closed behind our back and the number reused */
-    k = NULL;
-  }
-  if (k == NULL) {
-    if (c->finishing)
-      return -1;
-    k = calloc(1, sizeof *k);
-    if (k == NULL)
-      return -1;
-    if (uv_poll_init_socket(c->loop, &k->poll, s) != 0) {
-      free(k);
-      return -1;
-    }
-    k->poll.data = c;
-    k->fd = s;
-    k->ino = st.st_ino;
-    k->c = c;
-    k->next = c->socks;
-    c->socks = k;
-    c->open_handles++;
-  }
-  int ev = 0;
-  if (what & CURL_POLL_IN)
-    ev |= UV_READABLE;
-  if (what & CURL_POLL_OUT)
-    ev |= UV_WRITABLE;
-  return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : -1;
-}
-
-/* curl closes a socket: its poll handle goes first, so epoll never watches
- * a number that is reused. */
-static int on_closesocket(void *clientp, curl_socket_t fd) {
-  stg_curluv_t *c = clientp;
-  stg_curluv_sock_t *k = sock_find(c, fd);
-  if (k != NULL)
-    sock_close(c, k);
-  return close(fd);
-}
-
-static void on_curl_timeout(uv_timer_t *t) {
-  stg_curluv_t *c = container_of(t, stg_curluv_t, timer);
-  if (c->multi == NULL)
-    return;
-  int running;
-  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_done(c);
-}
-
-static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
-  (void)multi;
-  stg_curluv_t *c = userp;
-  if (c->finishing)
-    return 0;
-  if (timeout_ms < 0)
-    uv_timer_stop(&c->timer);
-  else
-    uv_timer_start(&c->timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
-  return 0;
+/* Every uv handle of the request is closed. */
+static void on_loop_closed(stg_curlloop_t *l) {
+  maybe_callback(container_of(l, stg_curluv_t, cl));
 }
 
 /* --- the body ---------------------------------------------------------------- */
@@ -273,13 +128,8 @@ static void transfer_done(stg_curluv_t *c, CURLcode rc) {
   finish(c, err);
 }
 
-static void check_done(stg_curluv_t *c) {
-  CURLMsg *m;
-  int left;
-  while (c->multi != NULL && !c->finishing && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
-    if (m->msg == CURLMSG_DONE && m->easy_handle == c->easy)
-      transfer_done(c, m->data.result);
-  }
+static void on_transfer_done(stg_curlloop_xfer_t *x, CURLcode rc) {
+  transfer_done(container_of(x, stg_curluv_t, xfer), rc);
 }
 
 static void finish(stg_curluv_t *c, int err) {
@@ -288,24 +138,19 @@ static void finish(stg_curluv_t *c, int err) {
   c->finishing = true;
   c->err = err;
   if (c->easy != NULL) {
-    curl_multi_remove_handle(c->multi, c->easy);
+    stg_curlloop_remove(&c->xfer);
     curl_easy_cleanup(c->easy);
     c->easy = NULL;
   }
-  /* Cleanup closes pooled connections through on_closesocket, which closes
-   * their poll handles; it may still touch the timer, so that goes last. */
-  if (c->multi != NULL)
-    curl_multi_cleanup(c->multi);
-  c->multi = NULL;
-  while (c->socks != NULL)
-    sock_close(c, c->socks);
+  /* Closes the pooled connections, their poll handles, and the timer;
+   * cb runs from on_loop_closed. */
+  stg_curlloop_close(&c->cl, on_loop_closed);
   curl_slist_free_all(c->headers);
   c->headers = NULL;
   wipe_free(c->auth);
   c->auth = NULL;
   free(c->req_body);
   c->req_body = NULL;
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 /* --- public ---------------------------------------------------------------- */
@@ -327,9 +172,9 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
   bool https = strncasecmp(o->url, "https://", 8) == 0;
   if (!https && strncasecmp(o->url, "http://", 7) != 0)
     return UV_EINVAL;
-  uv_once(&global_once, global_init);
-  if (global_rc != 0)
-    return global_rc;
+  int rc = stg_curlloop_global_init();
+  if (rc != 0)
+    return rc;
   const char *ca = o->ca_file;
   if (https && (ca == NULL || *ca == '\0')) {
     ca = stg_fetch_default_ca_file();
@@ -340,7 +185,6 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
   void *data = o->data;
   memset(c, 0, sizeof *c);
   c->data = data;
-  c->loop = loop;
   c->cb = o->cb;
   c->max_body = o->max_body ? o->max_body : DEFAULT_MAX_BODY;
   uint64_t timeout = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
@@ -349,7 +193,7 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
     ctimeout = timeout;
   const char *method = o->method ? o->method : o->body ? "POST" : "GET";
 
-  int rc = UV_ENOMEM;
+  rc = UV_ENOMEM;
   char ct[160];
   snprintf(ct, sizeof ct, "Content-Type: %s",
            o->content_type ? o->content_type : "application/json");
@@ -377,18 +221,12 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
     if ((h = curl_slist_append(c->headers, c->auth)) == NULL)
       goto out;
   }
-  c->multi = curl_multi_init();
   c->easy = curl_easy_init();
-  if (c->multi == NULL || c->easy == NULL)
+  if (c->easy == NULL)
     goto out;
-  curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-  curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
 
   CURL *e = c->easy;
   curl_easy_setopt(e, CURLOPT_URL, o->url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "stigmer");
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -411,16 +249,14 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->curl_err);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 
-  rc = uv_timer_init(loop, &c->timer);
+  /* CURLOPT_PRIVATE and the close-socket callback belong to stg_curlloop. */
+  rc = stg_curlloop_init(loop, &c->cl);
   if (rc < 0)
     goto out;
-  c->timer.data = c;
-  c->open_handles = 1;
-  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
-    /* The timer is open and closes asynchronously: reported through cb. */
+  if (stg_curlloop_add(&c->cl, &c->xfer, e, on_transfer_done) != 0) {
+    /* The loop's handles are open and close asynchronously: reported
+     * through cb. */
     c->active = true;
     snprintf(c->errmsg, sizeof c->errmsg, "curl_multi_add_handle failed");
     finish(c, UV_ENOMEM);
@@ -432,8 +268,6 @@ int stg_curluv_start(uv_loop_t *loop, stg_curluv_t *c, const stg_curluv_options_
 out:
   if (c->easy != NULL)
     curl_easy_cleanup(c->easy);
-  if (c->multi != NULL)
-    curl_multi_cleanup(c->multi);
   curl_slist_free_all(c->headers);
   wipe_free(c->auth);
   free(c->req_body);

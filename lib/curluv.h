@@ -1,10 +1,10 @@
 /* stg_curluv: one HTTP(S) request on a uv loop, through libcurl.
  *
- * libcurl's multi-socket API driven by the caller's loop (one uv_poll per
- * socket curl watches, one uv_timer for curl's timeout), TLS by mbedTLS. A
- * request has a method, a URL, an optional body (JSON by default), an
- * optional bearer token, a timeout for the whole exchange, and a response
- * body kept in memory up to a cap. Each request has its own multi handle
+ * libcurl's multi-socket API driven by the caller's loop (stg_curlloop: one
+ * uv_poll per socket curl watches, one uv_timer for curl's timeout), TLS by
+ * mbedTLS. A request has a method, a URL, an optional body (JSON by
+ * default), an optional bearer token, a timeout for the whole exchange, and
+ * a response body kept in memory up to a cap. Each request has its own multi handle
  * (no connection reuse between requests). Contract: docs/internals/curluv.md.
  *
  * The caller must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): TLS writes on a
@@ -20,6 +20,8 @@
 
 #include <curl/curl.h>
 #include <uv.h>
+
+#include "curlloop.h"
 
 typedef struct stg_curluv_s stg_curluv_t;
 
@@ -58,17 +60,13 @@ typedef struct {
   void *data;                 /* copied to c->data */
 } stg_curluv_options_t;
 
-typedef struct stg_curluv_sock_s stg_curluv_sock_t;
-
 /* One request. Caller-allocated; the fields are private except data. */
 struct stg_curluv_s {
   void *data;                 /* caller's pointer, from options.data */
   /* private */
-  uv_loop_t *loop;
-  uv_timer_t timer;           /* curl's timeout (CURLMOPT_TIMERFUNCTION) */
-  CURLM *multi;
+  stg_curlloop_t cl;          /* its own multi handle on the loop */
+  stg_curlloop_xfer_t xfer;   /* the request's transfer on cl */
   CURL *easy;
-  stg_curluv_sock_t *socks;   /* one uv_poll per socket curl watches */
   struct curl_slist *headers;
   char *req_body;             /* copy of the request body */
   char *auth;                 /* the Authorization header line */
@@ -77,7 +75,6 @@ struct stg_curluv_s {
   bool too_big;               /* the write callback refused more */
   bool finishing;             /* finish() ran: waiting for the handles */
   bool active;                /* between a successful start and the callback */
-  int open_handles;           /* cb runs when it reaches 0 after finishing */
   int err;
   long status;
   stg_curluv_cb cb;

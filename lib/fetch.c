@@ -1,4 +1,5 @@
-/* stg_fetch: libcurl multi-socket on a uv loop, verified and resumable.
+/* stg_fetch: libcurl multi-socket on a uv loop (stg_curlloop), verified and
+ * resumable.
  * Contract: docs/internals/fetch.md. */
 #include "fetch.h"
 
@@ -17,7 +18,6 @@
 
 #include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
-#include <psa/crypto.h>
 
 #include "log.h"
 #include "version.h"
@@ -30,33 +30,12 @@
 
 enum { STEP_NONE, STEP_SUM, STEP_SIG, STEP_FILE };
 
-typedef struct stg_fetch_sock_s {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  ino_t ino; /* identifies the socket behind fd (fd numbers are reused) */
-  stg_fetch_t *f;
-  struct stg_fetch_sock_s *next;
-} fsock_t;
-
 static void attempt_start(stg_fetch_t *f);
 static void on_retry(uv_timer_t *t);
-static void check_multi_info(stg_fetch_t *f);
 static void finish(stg_fetch_t *f, int status);
+static void on_transfer_done(stg_curlloop_xfer_t *x, CURLcode rc);
 
 /* --- small helpers ------------------------------------------------------------ */
-
-static uv_once_t global_once = UV_ONCE_INIT;
-static int global_rc;
-
-static void global_init(void) {
-  /* mbedTLS's TLS 1.3 and PSA-backed hashes need the PSA core; curl's
-   * global init is not thread-safe, hence once. */
-  if (psa_crypto_init() != PSA_SUCCESS) {
-    global_rc = UV_EIO;
-    return;
-  }
-  global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : UV_ENOMEM;
-}
 
 static char *dupstr(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -176,134 +155,6 @@ static void remove_partial(stg_fetch_t *f) {
   }
   unlink(f->partial);
   unlink(f->validator);
-}
-
-/* --- sockets and the timer: curl's multi-socket API on the loop -------------- */
-
-static fsock_t *sock_find(stg_fetch_t *f, curl_socket_t fd) {
-  for (fsock_t *k = f->socks; k != NULL; k = k->next)
-    if (k->fd == fd)
-      return k;
-  return NULL;
-}
-
-static void maybe_done(stg_fetch_t *f);
-
-static void on_handle_closed(uv_handle_t *h) {
-  stg_fetch_t *f = h->data;
-  if (h->type == UV_POLL)
-    free(container_of((uv_poll_t *)h, fsock_t, poll));
-  f->open_handles--;
-  maybe_done(f);
-}
-
-/* Stops watching k's fd now (epoll forgets it before anyone closes the fd)
- * and closes the handle; k is freed by the close callback. */
-static void sock_close(stg_fetch_t *f, fsock_t *k) {
-  for (fsock_t **p = &f->socks; *p != NULL; p = &(*p)->next) {
-    if (*p == k) {
-      *p = k->next;
-      break;
-    }
-  }
-  uv_poll_stop(&k->poll);
-  uv_close((uv_handle_t *)&k->poll, on_handle_closed);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  fsock_t *k = container_of(h, fsock_t, poll);
-  stg_fetch_t *f = k->f;
-  curl_socket_t fd = k->fd;
-  int flags = 0;
-  if (status < 0) {
-    /* UV_EBADF and friends: the fd went bad under us. Stop polling it (no
-     * busy loop) and let curl find out; it asks again if it still cares. */
-    uv_poll_stop(h);
-    flags = CURL_CSELECT_ERR;
-  } else {
-    if (events & UV_READABLE)
-      flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-      flags |= CURL_CSELECT_OUT;
-  }
-  if (f->multi == NULL)
-    return;
-  int running;
-  curl_multi_socket_action(f->multi, fd, flags, &running);
-  check_multi_info(f);
-}
-
-static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
-  stg_fetch_t *f = userp;
-  fsock_t *k = sock_find(f, s);
-  struct stat st;
-  if (what == CURL_POLL_REMOVE) {
-    if (k != NULL)
-      sock_close(f, k);
-    return 0;
-  }
-  if (fstat(s, &st) < 0)
-    st.st_ino = 0;
-  if (k != NULL && k->ino != st.st_ino) {
-    /* The socket k watched was closed without telling us and its number
-     * reused: drop the stale watcher before watching the new socket. */
-    sock_close(f, k);
-    k = NULL;
-  }
-  if (k == NULL) {
-    if (f->finishing)
-      return -1;
-    k = calloc(1, sizeof *k);
-    if (k == NULL)
-      return -1;
-    if (uv_poll_init_socket(f->loop, &k->poll, s) != 0) {
-      free(k);
-      return -1;
-    }
-    k->poll.data = f;
-    k->fd = s;
-    k->ino = st.st_ino;
-    k->f = f;
-    k->next = f->socks;
-    f->socks = k;
-    f->open_handles++;
-  }
-  int ev = 0;
-  if (what & CURL_POLL_IN)
-    ev |= UV_READABLE;
-  if (what & CURL_POLL_OUT)
-    ev |= UV_WRITABLE;
-  return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : -1;
-}
-
-/* curl closes a socket: stop its poll handle first (a uv_poll must never
- * outlive its fd, or epoll would watch a reused number), then close. */
-static int on_closesocket(void *clientp, curl_socket_t fd) {
-  stg_fetch_t *f = clientp;
-  fsock_t *k = sock_find(f, fd);
-  if (k != NULL)
-    sock_close(f, k);
-  return close(fd);
-}
-
-static void on_curl_timeout(uv_timer_t *t) {
-  stg_fetch_t *f = container_of(t, stg_fetch_t, curl_timer);
-  if (f->multi == NULL)
-    return;
-  int running;
-  curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi_info(f);
-}
-
-static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
-  stg_fetch_t *f = userp;
-  if (f->finishing && f->multi == NULL)
-    return 0;
-  if (timeout_ms < 0)
-    uv_timer_stop(&f->curl_timer);
-  else
-    uv_timer_start(&f->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
-  return 0;
 }
 
 /* --- the validator sidecar: what If-Range sends on a resume ------------------ */
@@ -520,7 +371,6 @@ static int transfer_start(stg_fetch_t *f, int step, char *range, const char *if_
   char ua[64];
   snprintf(ua, sizeof ua, "stigmer/%s", stg_version());
   curl_easy_setopt(e, CURLOPT_URL, step_url(f));
-  curl_easy_setopt(e, CURLOPT_PRIVATE, f);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, ua);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, protos);
@@ -543,8 +393,6 @@ static int transfer_start(stg_fetch_t *f, int step, char *range, const char *if_
   curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
   curl_easy_setopt(e, CURLOPT_XFERINFODATA, f);
   curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f);
   if (range != NULL)
     curl_easy_setopt(e, CURLOPT_RANGE, range); /* not RESUME_FROM: we handle a 200 */
   curl_slist_free_all(f->headers);
@@ -559,9 +407,11 @@ static int transfer_start(stg_fetch_t *f, int step, char *range, const char *if_
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
   }
-  if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
+  /* CURLOPT_PRIVATE and the close-socket callback belong to stg_curlloop. */
+  int rc = stg_curlloop_add(&f->cl, &f->xfer, e, on_transfer_done);
+  if (rc < 0) {
     curl_easy_cleanup(e);
-    return UV_ENOMEM;
+    return rc;
   }
   f->easy = e;
   return 0;
@@ -857,8 +707,7 @@ static void transfer_done(stg_fetch_t *f, CURLcode rc) {
             (f->status == 200 || (f->status == 206 && f->step == STEP_FILE));
   if (!ok)
     kind = classify(f, rc, reason, sizeof reason);
-  curl_multi_remove_handle(f->multi, f->easy);
-  curl_easy_cleanup(f->easy);
+  curl_easy_cleanup(f->easy); /* stg_curlloop took it out of the multi handle */
   f->easy = NULL;
   if (f->cancelled) {
     finish(f, UV_ECANCELED);
@@ -900,13 +749,8 @@ static void transfer_done(stg_fetch_t *f, CURLcode rc) {
   }
 }
 
-static void check_multi_info(stg_fetch_t *f) {
-  CURLMsg *m;
-  int left;
-  while (f->multi != NULL && (m = curl_multi_info_read(f->multi, &left)) != NULL) {
-    if (m->msg == CURLMSG_DONE && m->easy_handle == f->easy)
-      transfer_done(f, m->data.result);
-  }
+static void on_transfer_done(stg_curlloop_xfer_t *x, CURLcode rc) {
+  transfer_done(container_of(x, stg_fetch_t, xfer), rc);
 }
 
 /* --- start, cancel, finish --------------------------------------------------------- */
@@ -921,6 +765,20 @@ void stg_fetch_cancel(stg_fetch_t *f) {
     return;
   f->cancelled = true;
   uv_timer_start(&f->retry_timer, on_cancel, 0, 0);
+}
+
+static void maybe_done(stg_fetch_t *f);
+
+static void on_retry_closed(uv_handle_t *h) {
+  stg_fetch_t *f = container_of((uv_timer_t *)h, stg_fetch_t, retry_timer);
+  f->open_handles--;
+  maybe_done(f);
+}
+
+static void on_loop_closed(stg_curlloop_t *l) {
+  stg_fetch_t *f = container_of(l, stg_fetch_t, cl);
+  f->open_handles--;
+  maybe_done(f);
 }
 
 static void maybe_done(stg_fetch_t *f) {
@@ -947,7 +805,7 @@ static void finish(stg_fetch_t *f, int status) {
   f->finishing = true;
   f->final_status = status;
   if (f->easy != NULL) {
-    curl_multi_remove_handle(f->multi, f->easy);
+    stg_curlloop_remove(&f->xfer);
     curl_easy_cleanup(f->easy);
     f->easy = NULL;
   }
@@ -957,15 +815,9 @@ static void finish(stg_fetch_t *f, int status) {
   }
   curl_slist_free_all(f->headers);
   f->headers = NULL;
-  /* Cleanup closes pooled connections through on_closesocket, which closes
-   * their poll handles; it may still touch the timer, so that goes last. */
-  CURLM *m = f->multi;
-  curl_multi_cleanup(m);
-  f->multi = NULL;
-  while (f->socks != NULL)
-    sock_close(f, f->socks);
-  uv_close((uv_handle_t *)&f->curl_timer, on_handle_closed);
-  uv_close((uv_handle_t *)&f->retry_timer, on_handle_closed);
+  /* Closes the pooled connections, their poll handles, and curl's timer. */
+  stg_curlloop_close(&f->cl, on_loop_closed);
+  uv_close((uv_handle_t *)&f->retry_timer, on_retry_closed);
 }
 
 int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *o) {
@@ -976,9 +828,9 @@ int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *
     return UV_EINVAL;
   if (o->sha256_hex != NULL && !is_hex64(o->sha256_hex, strlen(o->sha256_hex)))
     return UV_EINVAL;
-  uv_once(&global_once, global_init);
-  if (global_rc != 0)
-    return global_rc;
+  rc = stg_curlloop_global_init();
+  if (rc != 0)
+    return rc;
 
   memset(f, 0, sizeof *f);
   f->loop = loop;
@@ -1043,17 +895,10 @@ int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *
     f->have_key = true;
   }
 
-  rc = UV_ENOMEM;
-  f->multi = curl_multi_init();
-  if (f->multi == NULL)
+  rc = stg_curlloop_init(loop, &f->cl);
+  if (rc < 0)
     goto out;
-  curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
-  curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
-  uv_timer_init(loop, &f->curl_timer);
   uv_timer_init(loop, &f->retry_timer);
-  f->curl_timer.data = f;
   f->retry_timer.data = f;
   f->open_handles = 2;
   /* The first attempt starts from the loop, so no callback runs before

@@ -1,7 +1,7 @@
 /* stg_fetch: a verified, resumable, asynchronous download on a uv loop.
  *
- * libcurl's multi-socket API driven by the loop (uv_poll per socket, one
- * uv_timer for curl's timeout), TLS by mbedTLS. The body streams into
+ * libcurl's multi-socket API driven by the loop (stg_curlloop: uv_poll per
+ * socket, one uv_timer for curl's timeout), TLS by mbedTLS. The body streams into
  * "<dest>.partial" and is hashed (SHA-256) as it is written; it is checked
  * against the expected digest (given, or read from "<url>.sha256"), and
  * optionally against an ECDSA P-256 signature ("<url>.sig"), then fsynced and
@@ -24,6 +24,8 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 #include <uv.h>
+
+#include "curlloop.h"
 
 typedef struct stg_fetch_s stg_fetch_t;
 
@@ -89,12 +91,11 @@ struct stg_fetch_s {
   void *data; /* caller's pointer, from options.data */
   /* private */
   uv_loop_t *loop;
-  uv_timer_t curl_timer;  /* curl's timeout (CURLMOPT_TIMERFUNCTION) */
+  stg_curlloop_t cl;      /* the multi handle on the loop, kept across attempts */
+  stg_curlloop_xfer_t xfer; /* the current transfer on cl */
   uv_timer_t retry_timer; /* backoff between attempts, deferred cancel */
-  CURLM *multi;
   CURL *easy;             /* current transfer, or NULL */
-  struct stg_fetch_sock_s *socks; /* one uv_poll per socket curl watches */
-  int open_handles;       /* not yet closed; done runs when it reaches 0 */
+  int open_handles;       /* retry_timer and cl not yet closed; done runs at 0 */
   int step;               /* what the current transfer fetches */
   bool cancelled, finishing, have_key, resuming, restarted;
   int final_status;
