@@ -51,7 +51,7 @@ run "$STIGMER_BIN" agent-runner --help
 expect_rc 0
 expect_in "$out" "Exit status"
 run "$STIGMER_BIN" --help
-expect_in "$out" "agent-runner status|path|extract|install PATH|reset"
+expect_in "$out" "agent-runner status|path|extract|fetch|install PATH|reset"
 
 if [ "$embedded_origin" = none ]; then
 	case_ "slim build: nothing to extract"
