@@ -117,6 +117,8 @@ struct stg_logstore_s {
   uint64_t queue_dropped;
   void (*done)(void *arg);
   void *done_arg;
+  void (*room)(void *arg);
+  void *room_arg;
   /* Writer only: */
   stg_logsrc_t *wsources;
 };
@@ -957,9 +959,26 @@ static void on_async(uv_async_t *a) {
     uv_close((uv_handle_t *)&s->async, on_close);
     return;
   }
-  if (!s->closed)
+  if (!s->closed) {
     for (stg_logsrc_t *src = s->sources; src; src = src->next)
       note_drops(src, false);
+    if (s->room)
+      s->room(s->room_arg);
+  }
+}
+
+bool stg_logstore_busy(stg_logstore_t *s) {
+  uv_mutex_lock(&s->mu);
+  bool busy = s->qbytes >= s->queue_cap / 2;
+  if (busy)
+    s->want_room = true;
+  uv_mutex_unlock(&s->mu);
+  return busy;
+}
+
+void stg_logstore_on_room(stg_logstore_t *s, void (*room)(void *arg), void *arg) {
+  s->room = room;
+  s->room_arg = arg;
 }
 
 int stg_logstore_init(uv_loop_t *loop, const stg_logstore_options_t *o,

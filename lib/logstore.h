@@ -63,6 +63,16 @@ typedef struct {
 } stg_logstore_stats_t;
 void stg_logstore_stats(stg_logstore_t *s, stg_logstore_stats_t *st);
 
+/* Whether the writer's queue holds half of queue_cap or more. A yes also
+ * asks for the room callback once it has drained: a reader of a child's
+ * pipe stops reading until then, so that a flooding child waits on its
+ * full pipe instead of its lines being dropped. */
+bool stg_logstore_busy(stg_logstore_t *s);
+/* Sets the room callback: called on the loop once the queue, after
+ * stg_logstore_busy said yes, has drained to half of queue_cap (maybe more
+ * often). NULL: none. Not called after stg_logstore_close. */
+void stg_logstore_on_room(stg_logstore_t *s, void (*room)(void *arg), void *arg);
+
 /* --- sources ------------------------------------------------------------------ */
 
 typedef enum {

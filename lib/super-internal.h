@@ -61,6 +61,8 @@ typedef struct stg_run_s {
   int pid;
   int open_handles;   /* closes still to come */
   bool exited;
+  bool paused_out;    /* reading stopped: the log queue is busy */
+  bool paused_err;
   char buf_out[65536];
   char buf_err[65536];
   struct stg_run_s *next; /* in sup->runs */

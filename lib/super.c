@@ -349,8 +349,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   stg_log_stream_t stream = (uv_pipe_t *)s == &r->out ? STG_LOGSTREAM_OUT : STG_LOGSTREAM_ERR;
   stg_comp_t *c = r->comp;
   if (n > 0) {
-    if (c && c->log)
+    if (c && c->log) {
       stg_logsrc_feed(c->log, r->pid, stream, buf->base, (size_t)n);
+      /* Backpressure: a child that writes faster than the disk takes
+       * waits on its pipe rather than losing lines; on_log_room resumes. */
+      if (stg_logstore_busy(c->sup->logs)) {
+        uv_read_stop(s);
+        if (stream == STG_LOGSTREAM_OUT)
+          r->paused_out = true;
+        else
+          r->paused_err = true;
+      }
+    }
     return;
   }
   if (n == 0)
@@ -360,6 +370,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     stg_logsrc_eof(c->log, r->pid, stream);
   uv_read_stop(s);
   uv_close((uv_handle_t *)s, on_run_handle_closed);
+}
+
+/* The log queue has room again: read the pipes paused by on_read. */
+static void on_log_room(void *arg) {
+  stg_super_t *sup = arg;
+  for (stg_run_t *r = sup->runs; r; r = r->next) {
+    if (r->paused_out && !uv_is_closing((uv_handle_t *)&r->out))
+      uv_read_start((uv_stream_t *)&r->out, on_alloc, on_read);
+    if (r->paused_err && !uv_is_closing((uv_handle_t *)&r->err))
+      uv_read_start((uv_stream_t *)&r->err, on_alloc, on_read);
+    r->paused_out = r->paused_err = false;
+  }
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
@@ -1492,6 +1514,7 @@ int stg_super_run(uv_loop_t *loop, const stg_super_options_t *o) {
     stg_error("logs in %s: %s", logdir, uv_strerror(rc));
     goto out;
   }
+  stg_logstore_on_room(sup->logs, on_log_room, sup);
   for (int i = 0; i < STG_COMP_COUNT; i++) {
     stg_comp_t *c = &sup->comp[i];
     c->sup = sup;
