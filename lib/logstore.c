@@ -22,6 +22,7 @@
 #define JSON_MAX (6u * STG_LOG_MAX_LINE + 1024u) /* a record's object, worst case */
 #define NAME_MAX_LEN 64
 #define CLOCK_STEP_US 1000000u /* a step back of the clock this big is believed */
+#define WBUF_SIZE (64u << 10) /* the writer's buffer per file: whole lines */
 
 /* One record, shared by the ring (loop), the queue (writer) and delivery;
  * freed by whoever drops the last reference. */
@@ -68,6 +69,9 @@ struct stg_logsrc_s {
   uint64_t fsize;
   uint64_t disk_dropped; /* not written since the last success */
   bool failing;
+  char *wbuf;            /* whole lines not yet written (WBUF_SIZE), or NULL */
+  size_t wlen;           /* bytes in wbuf */
+  unsigned wlines;       /* records in wbuf */
   char path[4096];
 };
 
@@ -121,6 +125,9 @@ struct stg_logstore_s {
   void *room_arg;
   /* Writer only: */
   stg_logsrc_t *wsources;
+  uint64_t wdropped;    /* records lost by a failed flush, for disk_dropped */
+  uint64_t ts_sec;      /* the second ts_prefix shows */
+  char ts_prefix[20];   /* "YYYY-MM-DDTHH:MM:SS" of ts_sec */
 };
 
 /* --- records ------------------------------------------------------------------- */
@@ -545,6 +552,7 @@ int stg_logstore_source(stg_logstore_t *s, const char *component, stg_logsrc_t *
     int rc = src->part[0].buf && src->part[1].buf ? UV_ENAMETOOLONG : UV_ENOMEM;
     free(src->part[0].buf);
     free(src->part[1].buf);
+    free(src->wbuf);
     free(src);
     return rc;
   }
@@ -794,47 +802,120 @@ static int w_rotate(stg_logstore_t *s, stg_logsrc_t *src, unsigned keep) {
   return w_open(s, src);
 }
 
-/* Appends one line "TS PID STREAM TEXT\n", rotating first if needed. */
-static int w_append(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
-                    const char *stream, const char *text, size_t len,
-                    uint64_t max_size, unsigned keep) {
-  char hdr[STG_LOG_TS_LEN + 32], ts[STG_LOG_TS_LEN];
-  int hl = snprintf(hdr, sizeof hdr, "%s %d %s ", stg_log_format_ts(us, ts), pid, stream);
-  size_t total = (size_t)hl + len + 1;
-  int rc;
-  if (src->fd < 0 && (rc = w_open(s, src)) != 0)
-    return rc;
-  if (max_size > 0 && src->fsize > 0 && src->fsize + total > max_size &&
-      (rc = w_rotate(s, src, keep)) != 0)
-    return rc;
-  struct iovec iov[3] = {{hdr, (size_t)hl}, {(void *)text, len}, {"\n", 1}};
-  int iovcnt = 3, first = 0;
+/* Writes out the buffered lines. On a failure the part written is taken
+ * back (the file ends with a whole line) and the buffered records are
+ * counted as dropped. Returns 0 or the error. */
+static int w_flush(stg_logstore_t *s, stg_logsrc_t *src) {
   size_t done = 0;
-  while (done < total) {
-    ssize_t w = writev(src->fd, iov + first, iovcnt - first);
+  int rc = 0;
+  while (done < src->wlen) {
+    ssize_t w = write(src->fd, src->wbuf + done, src->wlen - done);
     if (w < 0) {
       if (errno == EINTR)
         continue;
       rc = -errno;
-      /* Take back a part of the line, so the next one starts a line. */
-      if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0) {
-        w_close(src); /* reopened (and fstat'ed) for the next record */
-      }
-      return rc;
+      break;
     }
     done += (size_t)w;
-    size_t adv = (size_t)w;
-    while (first < iovcnt && adv >= iov[first].iov_len) {
-      adv -= iov[first].iov_len;
-      first++;
-    }
-    if (first < iovcnt) {
-      iov[first].iov_base = (char *)iov[first].iov_base + adv;
-      iov[first].iov_len -= adv;
-    }
   }
-  src->fsize += total;
+  if (rc == 0) {
+    src->fsize += src->wlen;
+  } else {
+    if (done > 0 && ftruncate(src->fd, (off_t)src->fsize) != 0)
+      w_close(src); /* reopened (and fstat'ed) for the next record */
+    src->disk_dropped += src->wlines;
+    s->wdropped += src->wlines;
+    if (!src->failing)
+      report(s, src, rc);
+    src->failing = true;
+  }
+  src->wlen = 0;
+  src->wlines = 0;
+  return rc;
+}
+
+/* "TS PID STREAM " of a line into hdr (STG_LOG_TS_LEN + 32 bytes), as
+ * stg_log_format_ts and "%d %s " would write it; the date and time of day
+ * are formatted once per second. Returns the length. */
+static size_t w_header(stg_logstore_t *s, uint64_t us, int pid, const char *stream, char *hdr) {
+  uint64_t sec = us / 1000000u;
+  if (sec != s->ts_sec || s->ts_prefix[0] == '\0') {
+    char ts[STG_LOG_TS_LEN];
+    stg_log_format_ts(sec * 1000000u, ts);
+    memcpy(s->ts_prefix, ts, 19);
+    s->ts_sec = sec;
+  }
+  char *p = hdr;
+  memcpy(p, s->ts_prefix, 19);
+  p += 19;
+  *p++ = '.';
+  unsigned frac = (unsigned)(us % 1000000u);
+  for (int i = 5; i >= 0; i--) {
+    p[i] = (char)('0' + frac % 10);
+    frac /= 10;
+  }
+  p += 6;
+  *p++ = 'Z';
+  *p++ = ' ';
+  char digits[12];
+  int nd = 0;
+  unsigned v = pid < 0 ? (unsigned)-(long)pid : (unsigned)pid;
+  do {
+    digits[nd++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  if (pid < 0)
+    *p++ = '-';
+  while (nd > 0)
+    *p++ = digits[--nd];
+  *p++ = ' ';
+  size_t sl = strlen(stream);
+  memcpy(p, stream, sl);
+  p += sl;
+  *p++ = ' ';
+  return (size_t)(p - hdr);
+}
+
+/* Appends one line "TS PID STREAM TEXT\n" to the file's buffer, rotating
+ * first if needed; the buffer is written when full, before a rotation, and
+ * at the end of each batch (w_flush_all). */
+static int w_append(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
+                    const char *stream, const char *text, size_t len,
+                    uint64_t max_size, unsigned keep) {
+  char hdr[STG_LOG_TS_LEN + 32];
+  size_t hl = w_header(s, us, pid, stream, hdr);
+  size_t total = hl + len + 1;
+  int rc;
+  assert(total <= WBUF_SIZE); /* len <= STG_LOG_MAX_LINE */
+  if (src->wbuf == NULL && (src->wbuf = malloc(WBUF_SIZE)) == NULL)
+    return UV_ENOMEM;
+  if (src->fd < 0 && (rc = w_open(s, src)) != 0)
+    return rc;
+  uint64_t size = src->fsize + src->wlen;
+  if (max_size > 0 && size > 0 && size + total > max_size) {
+    if (src->wlen > 0 && (rc = w_flush(s, src)) != 0)
+      return rc;
+    if ((rc = w_rotate(s, src, keep)) != 0)
+      return rc;
+  }
+  if (src->wlen + total > WBUF_SIZE && (rc = w_flush(s, src)) != 0)
+    return rc;
+  if (src->fd < 0 && (rc = w_open(s, src)) != 0) /* closed by a failed flush */
+    return rc;
+  char *p = src->wbuf + src->wlen;
+  memcpy(p, hdr, hl);
+  memcpy(p + hl, text, len);
+  p[hl + len] = '\n';
+  src->wlen += total;
+  src->wlines++;
   return 0;
+}
+
+/* Writes out every file's buffer (the end of a batch). */
+static void w_flush_all(stg_logstore_t *s) {
+  for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
+    if (src->wlen > 0 && src->fd >= 0 && w_flush(s, src) == 0)
+      src->failing = false;
 }
 
 /* Writes one record; returns the number of records dropped (0 or 1). */
@@ -859,8 +940,7 @@ static unsigned w_record(stg_logstore_t *s, rec_t *r, uint64_t max_size, unsigne
     src->failing = true;
     return 1;
   }
-  src->failing = false;
-  return 0;
+  return 0; /* buffered: failing is cleared by a successful flush */
 }
 
 static void writer(void *arg) {
@@ -877,9 +957,11 @@ static void writer(void *arg) {
     s->reopen = false;
     uv_mutex_unlock(&s->mu);
 
-    if (reopen)
+    if (reopen) {
+      w_flush_all(s);
       for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
         w_close(src);
+    }
     size_t bytes = 0;
     uint64_t dropped = 0;
     while (batch) {
@@ -889,6 +971,9 @@ static void writer(void *arg) {
       bytes += rec_qsize(r);
       rec_unref(r);
     }
+    w_flush_all(s);
+    dropped += s->wdropped;
+    s->wdropped = 0;
 
     bool notify = false, quit = false;
     uv_mutex_lock(&s->mu);
@@ -905,6 +990,7 @@ static void writer(void *arg) {
     if (quit)
       break;
   }
+  w_flush_all(s);
   for (stg_logsrc_t *src = s->wsources; src; src = src->wnext)
     w_close(src);
   uv_mutex_lock(&s->mu);
@@ -924,6 +1010,7 @@ static void store_free(stg_logstore_t *s) {
     }
     free(src->part[0].buf);
     free(src->part[1].buf);
+    free(src->wbuf);
     free(src);
   }
   uv_mutex_destroy(&s->mu);
