@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -294,6 +295,20 @@ typedef struct {
                                 while writing */
 } source_t;
 
+/* Maps in the pages of [p, p+len) of the binary before write() copies
+ * from them: a write from pages not yet mapped falls back, page by page, to
+ * a slow path that zeroes and copies again (docs/benchmarks.md, item 6). */
+static void prefault(const unsigned char *p, size_t len) {
+#ifdef MADV_POPULATE_READ
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)p & ~(page - 1);
+  (void)madvise((void *)a, (uintptr_t)p + len - a, MADV_POPULATE_READ);
+#else
+  (void)p;
+  (void)len;
+#endif
+}
+
 /* Writes src to final (in dir) atomically: a temp file named after
  * tmp_name in dir, written, fsynced, chmod mode, renamed over final, dir
  * fsynced. Fills sha (hex) and the final file's stat. When expect_sha is
@@ -320,6 +335,7 @@ static int atomic_write(const char *dir, const char *final, const char *tmp_name
     goto out;
   }
   if (src->data != NULL) {
+    prefault(src->data, src->len);
     rc = write_full(fd, src->data, src->len);
     /* The payload's digest was computed at build time: hashing 64 MiB of
      * our own read-only data again took 4x the write and fsync
