@@ -18,7 +18,8 @@ VERSION    ?=
 
 .PHONY: all deps build build-san test test-fast test-san run clean help fuzz fuzz-short \
 	build-agent-runner install-agent-runner release-local release-local-full \
-	install release test-release
+	install release test-release \
+	bench bench-smoke bench-peers bench-build
 
 all: build
 
@@ -35,6 +36,9 @@ help:
 	@echo "make install PREFIX=/usr/local DESTDIR=   binary, links, man page, completions, units"
 	@echo "make release VERSION=X.Y.Z   the release assets in dist/ (packaging/release.sh)"
 	@echo "make test-release            two clean release builds: byte-identical assets"
+	@echo "make bench         benchmarks against runit, s6, daemontools, supervisor"
+	@echo "                   (installs them; minutes): $(BENCH_OUT)/results.{md,json}"
+	@echo "make bench-smoke   the benchmark suite in seconds, stigmer only, no peers"
 
 deps:
 	@sh third_party/deps.sh
@@ -92,6 +96,44 @@ release-local: deps
 release-local-full: build-agent-runner
 	$(MAKE) release-local
 
+# --- benchmarks (docs/benchmarks.md) ------------------------------------------
+# Never part of `make test`. The measured stigmer is a Release build without
+# payload ($(BENCH_REL)); item 6 uses a Release build embedding a 64 MiB
+# payload ($(BENCH_X64)): the reference agent-runner padded with random bytes.
+
+BENCH_REL ?= bench/build-rel
+BENCH_X64 ?= bench/build-x64
+BENCH_OUT ?= bench/out
+BENCH_ARGS ?=
+BENCH_PAYLOAD = $(BENCH_X64)-payload/agent-runner-64m
+BENCH_ENV = STG_SOURCE_DIR=$(CURDIR) STG_TEST_HELPER=$(BUILD)/stg-test-helper \
+	STG_BENCH=$(BUILD)/stg-bench STG_TLS_SERVER=$(BUILD)/stg-test-tls-server \
+	STG_AGENT_RUNNER=$(BUILD)/agent-runner
+
+bench-peers:
+	@sh bench/peers.sh
+
+bench-build: build
+	cmake --build $(BUILD) -j $(JOBS) --target stg-bench stg-test-helper stg-test-tls-server agent-runner
+	@test -f $(BENCH_REL)/CMakeCache.txt || cmake -S . -B $(BENCH_REL) -DCMAKE_BUILD_TYPE=Release \
+	  -DBUILD_TESTING=OFF -DSTIGMER_AGENT_RUNNER=none -DSTIGMER_WERROR=OFF $(CMAKE_ARGS)
+	cmake --build $(BENCH_REL) -j $(JOBS) --target stigmer
+	@mkdir -p $(dir $(BENCH_PAYLOAD))
+	@test -f $(BENCH_PAYLOAD) || { cp $(BUILD)/agent-runner $(BENCH_PAYLOAD).tmp && \
+	  head -c $$((67108864 - $$(stat -c %s $(BUILD)/agent-runner))) /dev/urandom >>$(BENCH_PAYLOAD).tmp && \
+	  mv $(BENCH_PAYLOAD).tmp $(BENCH_PAYLOAD); }
+	@test -f $(BENCH_X64)/CMakeCache.txt || cmake -S . -B $(BENCH_X64) -DCMAKE_BUILD_TYPE=Release \
+	  -DBUILD_TESTING=OFF -DSTIGMER_AGENT_RUNNER=$(abspath $(BENCH_PAYLOAD)) -DSTIGMER_WERROR=OFF $(CMAKE_ARGS)
+	cmake --build $(BENCH_X64) -j $(JOBS) --target stigmer
+
+bench: deps bench-peers bench-build
+	$(BENCH_ENV) STIGMER_BIN=$(BENCH_REL)/stigmer STIGMER_X64_BIN=$(BENCH_X64)/stigmer \
+	  bash bench/run.sh --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# Seconds, stigmer only, no peers, no Release builds: the suite still works.
+bench-smoke: build
+	$(BENCH_ENV) STIGMER_BIN=$(BUILD)/stigmer bash bench/run.sh --smoke --out $(BUILD)/bench-smoke
+
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL) $(BUILD_FUZZ)
 
@@ -103,6 +145,7 @@ install: build
 release: deps
 	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z" >&2; exit 2; }
 	sh packaging/release.sh "$(VERSION)"
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_REL) $(BENCH_REL) $(BENCH_X64) $(BENCH_X64)-payload
 
 # The stack in the foreground with its merged, coloured logs; Ctrl-C stops it.
 run: build

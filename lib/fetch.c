@@ -238,7 +238,7 @@ static int body_begin(stg_fetch_t *f) {
         set_err(f, STG_FETCH_E_WRITE, "truncate %s: %s", f->partial, strerror(errno));
         return -1;
       }
-      mbedtls_sha256_starts(&f->sha, 0);
+      stg_sha256_start(&f->sha);
       f->offset = 0;
       f->resuming = false;
     }
@@ -307,7 +307,7 @@ static size_t on_write_file(char *buf, size_t size, size_t n, void *ud) {
     }
     off += (size_t)w;
   }
-  mbedtls_sha256_update(&f->sha, (const unsigned char *)buf, len);
+  stg_sha256_update(&f->sha, (const unsigned char *)buf, len);
   f->received += len;
   return len;
 }
@@ -453,7 +453,7 @@ static void attempt_failed(stg_fetch_t *f, stg_fetch_error_t kind, const char *r
 /* Opens the .partial; resumes it when a validator for this URL exists. */
 static void file_start(stg_fetch_t *f) {
   char reason[600], if_range[1024], range[32];
-  mbedtls_sha256_starts(&f->sha, 0);
+  stg_sha256_start(&f->sha);
   f->offset = 0;
   f->total = 0;
   f->resuming = false;
@@ -481,14 +481,14 @@ static void file_start(stg_fetch_t *f) {
         continue;
       if (r <= 0)
         break;
-      mbedtls_sha256_update(&f->sha, buf, (size_t)r);
+      stg_sha256_update(&f->sha, buf, (size_t)r);
       left -= (uint64_t)r;
     }
     if (left == 0) {
       f->offset = (uint64_t)st.st_size;
       f->resuming = true;
     } else {
-      mbedtls_sha256_starts(&f->sha, 0);
+      stg_sha256_start(&f->sha);
     }
   }
   if (!f->resuming) {
@@ -625,7 +625,7 @@ static void file_complete(stg_fetch_t *f) {
     attempt_failed(f, STG_FETCH_E_NETWORK, reason);
     return;
   }
-  mbedtls_sha256_finish(&f->sha, digest);
+  stg_sha256_finish(&f->sha, digest);
   to_hex(digest, sizeof digest, hex);
   if (strcmp(hex, f->expected) != 0) {
     snprintf(reason, sizeof reason, "fetch %s: checksum mismatch: expected %s, got %s", f->url,
@@ -795,7 +795,7 @@ static void maybe_done(stg_fetch_t *f) {
   free(f->sig_url);
   f->url = f->dest = f->partial = f->validator = f->ca_file = f->sum_url = f->sig_url = NULL;
   mbedtls_pk_free(&f->key);
-  mbedtls_sha256_free(&f->sha);
+  stg_sha256_free(&f->sha);
   done(f, status, status == 0 ? f->result : NULL); /* last: f may be freed */
 }
 
@@ -838,7 +838,7 @@ int stg_fetch_start(uv_loop_t *loop, stg_fetch_t *f, const stg_fetch_options_t *
   f->o = *o;
   f->fd = -1;
   mbedtls_pk_init(&f->key);
-  mbedtls_sha256_init(&f->sha);
+  stg_sha256_start(&f->sha);
   if (f->o.mode == 0)
     f->o.mode = 0644;
   f->o.mode &= 07777;
@@ -914,6 +914,6 @@ out:
   free(f->sum_url);
   free(f->sig_url);
   mbedtls_pk_free(&f->key);
-  mbedtls_sha256_free(&f->sha);
+  stg_sha256_free(&f->sha);
   return rc;
 }

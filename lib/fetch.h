@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "curlloop.h"
+#include "sha256.h"
 
 typedef struct stg_fetch_s stg_fetch_t;
 
@@ -105,7 +106,7 @@ struct stg_fetch_s {
   bool fixed_digest;      /* expected came from the options */
   unsigned attempts;      /* failed attempts so far */
   mbedtls_pk_context key;
-  mbedtls_sha256_context sha;
+  stg_sha256_t sha;       /* of the body as it streams */
   int fd;                 /* the .partial, or -1 */
   uint64_t offset;        /* bytes on disk before this transfer's body */
   uint64_t received;      /* bytes of this transfer's body */

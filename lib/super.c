@@ -899,8 +899,11 @@ void stg__super_dispatch(stg_comp_t *c, stg_cevent_t ev) {
         kill(-(pid_t)c->pgid, SIGKILL);
       c->pgid = 0;
       c->run = NULL;
-      write_children(sup);
       after_failure(c, stable);
+      /* A restart at once wrote the record with the new child already:
+       * one file write less between an exit and its replacement. */
+      if (c->pgid == 0)
+        write_children(sup);
       break;
     }
     case EV_TIMER:

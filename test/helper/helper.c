@@ -19,7 +19,8 @@
  *                           bytes, print what comes back until EOF (5s cap)
  *   notify-send TEXT        send TEXT as one datagram to NOTIFY_SOCKET, exit
  *
- * Without arguments, the mode and its arguments come from the environment
+ * Without arguments (or with one absolute path, as s6-supervise passes), the
+ * mode and its arguments come from the environment
  * variable STG_HELPER_MODE (split at spaces), so that the helper can stand
  * in for the agent-runner, which the supervisor runs without arguments.
  *   http-ok PORT [PORTFILE [STATUS]]
@@ -325,7 +326,9 @@ static int usage(void) {
 int main(int argc, char **argv) {
   char *envargv[16];
   const char *em = getenv("STG_HELPER_MODE");
-  if (argc < 2 && em != NULL) {
+  /* s6-supervise runs ./run with the service directory as its argument:
+   * with STG_HELPER_MODE set, a path there is not a mode. */
+  if ((argc < 2 || (argc == 2 && argv[1][0] == '/')) && em != NULL) {
     static char copy[1024];
     snprintf(copy, sizeof copy, "%s", em);
     int n = 0;
