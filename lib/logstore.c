@@ -111,6 +111,8 @@ struct stg_logstore_s {
   bool closing;
   bool thread_done;
   bool want_room;
+  uint64_t progress_ms;     /* the writer last took a batch or wrote (hrtime) */
+  bool in_batch;            /* the writer is working on a batch */
   rec_t *qhead, *qtail;
   size_t qbytes; /* queued and in the writer's hands */
   uint64_t disk_dropped;
@@ -129,6 +131,8 @@ struct stg_logstore_s {
   uint64_t queue_dropped;
   void (*done)(void *arg);
   void *done_arg;
+  void (*room)(void *arg);  /* stg_logstore_on_room */
+  void *room_arg;
   /* Writer only: */
   stg_logsrc_t *wsources;
   char *wbuf;           /* lines of wsrc not yet written, WBUF_CAP bytes */
@@ -137,6 +141,8 @@ struct stg_logstore_s {
   uint64_t wrecs;       /* records in wbuf (a drop note is not one) */
   uint64_t wnoted;      /* the count in wbuf's "dropped N lines" note */
   uint64_t wdropped;    /* records dropped, not yet added to disk_dropped */
+  uint64_t ts_sec;      /* the second ts_prefix shows */
+  char ts_prefix[24];   /* "YYYY-MM-DDTHH:MM:SS" of ts_sec */
 };
 
 /* --- records ------------------------------------------------------------------- */
@@ -875,6 +881,9 @@ static void w_flush(stg_logstore_t *s) {
     }
   }
   if (rc == 0) {
+    uv_mutex_lock(&s->mu);
+    s->progress_ms = uv_hrtime() / 1000000u;
+    uv_mutex_unlock(&s->mu);
     src->fsize += s->wlen;
     src->disk_dropped -= s->wnoted;
     src->failing = false;
@@ -890,11 +899,53 @@ static void w_flush(stg_logstore_t *s) {
 }
 
 /* Buffers one line "TS PID STREAM TEXT\n", rotating first if needed. */
+/* "TS PID STREAM " into hdr (STG_LOG_TS_LEN + 32 bytes), exactly as
+ * stg_log_format_ts and "%d %s " would write it; the date and time of day
+ * are formatted once a second (this runs for every line of a flood).
+ * Returns the length. */
+static size_t w_header(stg_logstore_t *s, uint64_t us, int pid, const char *stream,
+                       char *hdr) {
+  uint64_t sec = us / 1000000u;
+  if (sec != s->ts_sec || s->ts_prefix[0] == '\0') {
+    char ts[STG_LOG_TS_LEN];
+    stg_log_format_ts(sec * 1000000u, ts);
+    memcpy(s->ts_prefix, ts, 19);
+    s->ts_sec = sec;
+  }
+  char *p = hdr;
+  memcpy(p, s->ts_prefix, 19);
+  p += 19;
+  *p++ = '.';
+  unsigned frac = (unsigned)(us % 1000000u);
+  for (int i = 5; i >= 0; i--) {
+    p[i] = (char)('0' + frac % 10);
+    frac /= 10;
+  }
+  p += 6;
+  *p++ = 'Z';
+  *p++ = ' ';
+  char digits[16];
+  int nd = 0;
+  unsigned v = pid < 0 ? 0u : (unsigned)pid;
+  do {
+    digits[nd++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v && nd < (int)sizeof digits);
+  while (nd > 0)
+    *p++ = digits[--nd];
+  *p++ = ' ';
+  size_t sl = strlen(stream);
+  memcpy(p, stream, sl);
+  p += sl;
+  *p++ = ' ';
+  return (size_t)(p - hdr);
+}
+
 static int w_line(stg_logstore_t *s, stg_logsrc_t *src, uint64_t us, int pid,
                   const char *stream, const char *text, size_t len,
                   uint64_t max_size, unsigned keep) {
-  char hdr[STG_LOG_TS_LEN + 32], ts[STG_LOG_TS_LEN];
-  int hl = snprintf(hdr, sizeof hdr, "%s %d %s ", stg_log_format_ts(us, ts), pid, stream);
+  char hdr[STG_LOG_TS_LEN + 32];
+  int hl = (int)w_header(s, us, pid, stream, hdr);
   size_t total = (size_t)hl + len + 1;
   int rc;
   if (s->wsrc != src)
@@ -954,6 +1005,8 @@ static void writer(void *arg) {
     while (s->qhead == NULL && !s->closing && !s->reopen)
       uv_cond_wait(&s->cond, &s->mu);
     rec_t *batch = s->qhead;
+    s->in_batch = batch != NULL;
+    s->progress_ms = uv_hrtime() / 1000000u;
     s->qhead = s->qtail = NULL;
     uint64_t max_size = s->max_size;
     unsigned keep = s->keep;
@@ -987,6 +1040,7 @@ static void writer(void *arg) {
     uv_mutex_lock(&s->mu);
     s->qbytes -= bytes;
     s->disk_dropped += dropped;
+    s->in_batch = false;
     if (s->want_room && s->qbytes <= s->queue_cap / 2) {
       s->want_room = false;
       notify = true;
@@ -1054,9 +1108,38 @@ static void on_async(uv_async_t *a) {
     uv_close((uv_handle_t *)&s->async, on_close);
     return;
   }
-  if (!s->closed)
+  if (!s->closed) {
     for (stg_logsrc_t *src = s->sources; src; src = src->next)
       note_drops(src, false);
+    if (s->room)
+      s->room(s->room_arg);
+  }
+}
+
+/* --- pacing ------------------------------------------------------------------- */
+
+bool stg_logstore_busy(stg_logstore_t *s) {
+  uint64_t now = uv_hrtime() / 1000000u;
+  uv_mutex_lock(&s->mu);
+  bool busy = s->qbytes >= s->queue_cap / 2 &&
+              !(s->in_batch && now - s->progress_ms >= STG_LOGSTORE_STALL_MS);
+  if (busy)
+    s->want_room = true;
+  uv_mutex_unlock(&s->mu);
+  return busy;
+}
+
+bool stg_logstore_stalled(stg_logstore_t *s) {
+  uint64_t now = uv_hrtime() / 1000000u;
+  uv_mutex_lock(&s->mu);
+  bool stalled = s->in_batch && now - s->progress_ms >= STG_LOGSTORE_STALL_MS;
+  uv_mutex_unlock(&s->mu);
+  return stalled;
+}
+
+void stg_logstore_on_room(stg_logstore_t *s, void (*room)(void *arg), void *arg) {
+  s->room = room;
+  s->room_arg = arg;
 }
 
 int stg_logstore_init(uv_loop_t *loop, const stg_logstore_options_t *o,

@@ -66,6 +66,28 @@ typedef struct {
 } stg_logstore_stats_t;
 void stg_logstore_stats(stg_logstore_t *s, stg_logstore_stats_t *st);
 
+/* --- pacing ------------------------------------------------------------------ */
+
+/* A writer inside a batch that has written nothing for this long is
+ * stalled (a hung or very slow disk). */
+#define STG_LOGSTORE_STALL_MS 100
+
+/* Pacing a flooding child to the disk's speed, never holding it on a
+ * stalled or failing disk. stg_logstore_busy says yes when the writer's
+ * queue holds half of queue_cap or more AND the writer is making progress;
+ * the reader of a child's pipe may then stop reading until the room
+ * callback (set with stg_logstore_on_room) says the queue has drained. A
+ * stalled writer (stg_logstore_stalled) makes busy say no: the reader must
+ * resume (check on a timer while paused), and lines beyond the queue's cap
+ * are dropped and counted, as when the disk is full (its writes fail at
+ * once and never pace anyone). */
+bool stg_logstore_busy(stg_logstore_t *s);
+bool stg_logstore_stalled(stg_logstore_t *s);
+/* Called on the loop whenever the writer has drained its queue to half of
+ * queue_cap after busy said yes (maybe more often). NULL: none. Not called
+ * after stg_logstore_close. */
+void stg_logstore_on_room(stg_logstore_t *s, void (*room)(void *arg), void *arg);
+
 /* --- sources ------------------------------------------------------------------ */
 
 typedef enum {

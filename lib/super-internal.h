@@ -62,6 +62,8 @@ typedef struct stg_run_s {
   int pid;
   int open_handles;   /* closes still to come */
   bool exited;
+  bool paused_out;    /* not reading stdout: the log writer is catching up */
+  bool paused_err;    /* the same for stderr */
   char buf_out[65536];
   char buf_err[65536];
   struct stg_run_s *next; /* in sup->runs */
@@ -133,6 +135,9 @@ struct stg_super_s {
   char children_path[4200];
   /* handles */
   uv_signal_t sig_term, sig_int, sig_hup, sig_chld;
+  uv_timer_t log_timer;     /* armed only while a pipe is paused for the
+                               log writer: resume if the writer stalls */
+  bool log_timer_init;
   uv_poll_t notify_poll;
   int notify_fd;
   uv_pipe_t ctl;

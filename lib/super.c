@@ -314,13 +314,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(r->buf_err, sizeof r->buf_err);
 }
 
+static void on_log_timer(uv_timer_t *t);
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   stg_run_t *r = s->data;
   stg_log_stream_t stream = (uv_pipe_t *)s == &r->out ? STG_LOGSTREAM_OUT : STG_LOGSTREAM_ERR;
   stg_comp_t *c = r->comp;
   if (n > 0) {
-    if (c && c->log)
+    if (c && c->log) {
       stg_logsrc_feed(c->log, r->pid, stream, buf->base, (size_t)n);
+      /* Pacing: a child writing faster than a healthy disk takes waits on
+       * its pipe instead of losing lines; a stalled or failing disk never
+       * holds it (docs/internals/logs.md). */
+      stg_super_t *sup = c->sup;
+      if (!sup->closing && stg_logstore_busy(sup->logs)) {
+        uv_read_stop(s);
+        if (stream == STG_LOGSTREAM_OUT)
+          r->paused_out = true;
+        else
+          r->paused_err = true;
+        if (!uv_is_active((uv_handle_t *)&sup->log_timer))
+          uv_timer_start(&sup->log_timer, on_log_timer, STG_LOGSTORE_STALL_MS,
+                         STG_LOGSTORE_STALL_MS);
+      }
+    }
     return;
   }
   if (n == 0)
@@ -330,6 +347,30 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     stg_logsrc_eof(c->log, r->pid, stream);
   uv_read_stop(s);
   uv_close((uv_handle_t *)s, on_run_handle_closed);
+}
+
+/* Reads the pipes that were paused for the log writer again. */
+static void resume_paused(stg_super_t *sup) {
+  uv_timer_stop(&sup->log_timer);
+  for (stg_run_t *r = sup->runs; r; r = r->next) {
+    if (r->paused_out && !uv_is_closing((uv_handle_t *)&r->out))
+      uv_read_start((uv_stream_t *)&r->out, on_alloc, on_read);
+    if (r->paused_err && !uv_is_closing((uv_handle_t *)&r->err))
+      uv_read_start((uv_stream_t *)&r->err, on_alloc, on_read);
+    r->paused_out = r->paused_err = false;
+  }
+}
+
+/* The writer drained its queue: read on. */
+static void on_log_room(void *arg) { resume_paused(arg); }
+
+/* While pipes are paused: a writer that stopped making progress (a hung
+ * disk) must not hold the children; read on, and lines past the queue's
+ * cap are dropped and counted. */
+static void on_log_timer(uv_timer_t *t) {
+  stg_super_t *sup = container_of(t, stg_super_t, log_timer);
+  if (stg_logstore_stalled(sup->logs) || !stg_logstore_busy(sup->logs))
+    resume_paused(sup);
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal) {
@@ -1528,6 +1569,8 @@ static void finish(stg_super_t *sup) {
   close_handle(sup, (uv_handle_t *)&sup->sig_int);
   close_handle(sup, (uv_handle_t *)&sup->sig_hup);
   close_handle(sup, (uv_handle_t *)&sup->sig_chld);
+  if (sup->log_timer_init)
+    close_handle(sup, (uv_handle_t *)&sup->log_timer);
   for (int i = 0; i < STG_COMP_COUNT; i++)
     close_handle(sup, (uv_handle_t *)&sup->comp[i].timer);
   /* Pipes still held open by a process outside our groups are closed now. */
@@ -1669,6 +1712,9 @@ int stg_super_run(uv_loop_t *loop, const stg_super_options_t *o) {
     stg_error("logs in %s: %s", logdir, uv_strerror(rc));
     goto out;
   }
+  stg_logstore_on_room(sup->logs, on_log_room, sup);
+  uv_timer_init(loop, &sup->log_timer);
+  sup->log_timer_init = true;
   for (int i = 0; i < STG_COMP_COUNT; i++) {
     stg_comp_t *c = &sup->comp[i];
     c->sup = sup;

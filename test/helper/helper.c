@@ -6,9 +6,9 @@
  *   crash [SIGNAL]          die by a signal (default SIGSEGV)
  *   ignore-term             ignore SIGTERM; only SIGKILL ends it
  *   flood [LINE_BYTES]      write lines to stdout as fast as it can
- *   lines N [LINE_BYTES [FIRST]]
+ *   lines N [LINE_BYTES [FIRST [DONEFILE]]]
  *                           write N numbered lines (from FIRST, default 1),
- *                           then wait for SIGTERM
+ *                           create DONEFILE, then wait for SIGTERM
  *   grandchild PIDFILE      fork a grandchild that ignores SIGTERM, write
  *                           its pid to PIDFILE, wait for SIGTERM
  *   never-ready             never notify readiness, wait for SIGTERM
@@ -386,6 +386,11 @@ int main(int argc, char **argv) {
         buf[m++] = '.';
       buf[m++] = '\n';
       write_all(buf, (size_t)m);
+    }
+    if (argc >= 6) { /* DONEFILE: say that every line was written */
+      FILE *df = fopen(argv[5], "w");
+      if (df)
+        fclose(df);
     }
     return wait_term();
   }
