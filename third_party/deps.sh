@@ -40,11 +40,12 @@ esac
 
 # Debian packages: build tools, libraries, and what the tests use
 # (systemd: systemd-analyze verify of the units; libxml2-utils: xmllint for
-# the launchd plist where python3 is missing).
+# the launchd plist where python3 is missing; ruby, zsh, fish: syntax checks
+# of the Homebrew formula and the completions; curl: the API tests).
 PKGS="build-essential cmake pkg-config dpkg-dev git ca-certificates
 libuv1-dev libinih-dev libjansson-dev libsqlite3-dev node-llhttp
 clang libclang-rt-14-dev procps openssl jq
-systemd libxml2-utils"
+systemd libxml2-utils ruby zsh fish curl"
 
 missing=
 for p in $PKGS; do
