@@ -264,6 +264,22 @@ static int wait_and_report(stg_config_t *cfg) {
   return code;
 }
 
+/* Appends the CLI's --log-level and --set flags to a supervisor's argv
+ * (room for 2 + 2 * STG_CLI_MAX_SETS more), and the NULL. Returns the new
+ * count. */
+static int add_overrides(const stg_cli_t *cli, char **args, int n) {
+  if (cli->log_level) {
+    args[n++] = "--log-level";
+    args[n++] = (char *)cli->log_level;
+  }
+  for (unsigned i = 0; i < cli->n_sets; i++) {
+    args[n++] = "--set";
+    args[n++] = (char *)cli->sets[i];
+  }
+  args[n] = NULL;
+  return n;
+}
+
 /* Spawns the supervisor in its own session, stdio to logs/supervisor.log.
  * Returns 0 once its control socket listens, 1 when another supervisor won
  * the race (it is running), or -1 when it failed to start (reported). */
@@ -306,15 +322,7 @@ static int spawn_supervisor(stg_cli_t *cli, stg_config_t *cfg) {
   args[n++] = cfg->home;
   args[n++] = "--ready-fd";
   args[n++] = "3";
-  if (cli->log_level) {
-    args[n++] = "--log-level";
-    args[n++] = (char *)cli->log_level;
-  }
-  for (unsigned i = 0; i < cli->n_sets; i++) {
-    args[n++] = "--set";
-    args[n++] = (char *)cli->sets[i];
-  }
-  args[n] = NULL;
+  n = add_overrides(cli, args, n);
   fflush(NULL);
   pid_t pid = fork();
   if (pid < 0) {
@@ -628,15 +636,7 @@ static int cmd_run(stg_cli_t *cli, int argc, char **argv) {
   const char *nc = getenv("NO_COLOR");
   if (echo && isatty(STDERR_FILENO) && (nc == NULL || *nc == '\0'))
     args[n++] = "--color";
-  if (cli->log_level) {
-    args[n++] = "--log-level";
-    args[n++] = (char *)cli->log_level;
-  }
-  for (unsigned i = 0; i < cli->n_sets; i++) {
-    args[n++] = "--set";
-    args[n++] = (char *)cli->sets[i];
-  }
-  args[n] = NULL;
+  n = add_overrides(cli, args, n);
   return agent_runner_supervisor_main(n, args);
 }
 
