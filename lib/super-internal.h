@@ -55,6 +55,7 @@ typedef enum {
  * and both pipes are closed, which may be after the component moved on to
  * a new process (a grandchild can hold a pipe open). */
 typedef struct stg_run_s {
+  stg_super_t *sup;   /* the supervisor whose run list holds it */
   stg_comp_t *comp;   /* NULL once the component forgot it */
   uv_process_t proc;
   uv_pipe_t out;
@@ -159,7 +160,9 @@ int stg__super_restart(stg_super_t *sup, const char *component, char *err, size_
 json_t *stg__super_status_json(stg_super_t *sup);
 bool stg__super_settled(stg_super_t *sup);
 bool stg__super_fetching(stg_super_t *sup); /* a download is transferring */
-void stg__super_handle_closed(uv_handle_t *h);
+/* Something the shutdown waits for has ended (a connection, the log store,
+ * a download): stop the supervisor if it was the last. */
+void stg__super_closed(stg_super_t *sup);
 
 /* super_ctl.c */
 int stg__ctl_listen(stg_super_t *sup);

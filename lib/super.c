@@ -82,7 +82,6 @@ static void sup_note(stg_super_t *sup, stg_comp_t *c, const char *fmt, ...) {
   } else {
     stg_info("%s", msg);
   }
-  (void)sup;
 }
 
 /* --- systemd notification of the supervisor itself ---------------------------- */
@@ -90,8 +89,6 @@ static void sup_note(stg_super_t *sup, stg_comp_t *c, const char *fmt, ...) {
 static void systemd_notify(stg_super_t *sup, const char *msg) {
   if (sup->systemd_notify == NULL)
     return;
-  const char *saved = getenv("NOTIFY_SOCKET");
-  (void)saved;
   setenv("NOTIFY_SOCKET", sup->systemd_notify, 1);
   int rc = stg_notify(msg);
   unsetenv("NOTIFY_SOCKET");
@@ -280,29 +277,18 @@ static void run_unlink(stg_super_t *sup, stg_run_t *r) {
   }
 }
 
-static stg_super_t *run_sup(stg_run_t *r);
-
 static void on_run_handle_closed(uv_handle_t *h) {
   stg_run_t *r = h->data;
   r->open_handles--;
   if (r->open_handles == 0) {
-    stg_super_t *sup = run_sup(r);
-    if (sup)
-      run_unlink(sup, r);
+    stg_super_t *sup = r->sup;
+    run_unlink(sup, r);
     if (r->comp && r->comp->run == r)
       r->comp->run = NULL;
     free(r);
-    if (sup && sup->closing)
-      stg__super_handle_closed(NULL);
+    if (sup->closing)
+      stg__super_closed(sup);
   }
-}
-
-/* The run list is kept on the supervisor so shutdown can wait for every
- * lingering pipe; runs remember their supervisor through this table. */
-static stg_super_t *g_sup;
-static stg_super_t *run_sup(stg_run_t *r) {
-  (void)r;
-  return g_sup;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -541,7 +527,7 @@ static void fetch_done(stg_agentfetch_t *af, int status) {
              af->plan.version, af->plan.file);
   if (sup->closing) {
     free(af);
-    stg__super_handle_closed(NULL);
+    stg__super_closed(sup);
     return;
   }
   if (c->state == STG_CS_FETCHING && sup->state != SUP_STOPPING &&
@@ -657,6 +643,7 @@ static int spawn(stg_comp_t *c, bool full_check) {
     snprintf(c->reason, sizeof c->reason, "spawn: out of memory");
     return UV_ENOMEM;
   }
+  r->sup = sup;
   r->comp = c;
   r->proc.data = r;
   uv_pipe_init(sup->loop, &r->out, 0);
@@ -1464,7 +1451,6 @@ static void reap_orphans(stg_super_t *sup) {
     }
   }
 #else
-  (void)sup;
 #endif
 }
 
@@ -1510,27 +1496,32 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* --- shutdown ------------------------------------------------------------------------------ */
 
+static void maybe_done(stg_super_t *sup);
+
+/* The close callback of the supervisor's own handles; close_handle points
+ * their data at the supervisor (none of them uses data otherwise but the
+ * signal watchers, whose data is the supervisor already). */
+static void on_handle_closed(uv_handle_t *h) {
+  stg_super_t *sup = h->data;
+  sup->open_handles--;
+  maybe_done(sup);
+}
+
 static void close_handle(stg_super_t *sup, uv_handle_t *h) {
   if (h->loop == NULL || uv_is_closing(h))
     return;
   sup->open_handles++;
-  uv_close(h, stg__super_handle_closed);
+  h->data = sup;
+  uv_close(h, on_handle_closed);
 }
 
 static void logs_closed(void *arg) {
   stg_super_t *sup = arg;
   sup->logs = NULL;
-  stg__super_handle_closed(NULL);
-}
-
-static void maybe_done(stg_super_t *sup);
-
-void stg__super_handle_closed(uv_handle_t *h) {
-  stg_super_t *sup = g_sup;
-  if (h != NULL)
-    sup->open_handles--;
   maybe_done(sup);
 }
+
+void stg__super_closed(stg_super_t *sup) { maybe_done(sup); }
 
 static void maybe_done(stg_super_t *sup) {
   if (!sup->closing)
@@ -1662,7 +1653,6 @@ int stg_super_run(uv_loop_t *loop, const stg_super_options_t *o) {
   stg_super_t *sup = calloc(1, sizeof *sup);
   if (sup == NULL)
     return 1;
-  g_sup = sup;
   sup->loop = loop;
   sup->cfg = o->cfg;
   sup->opts = *o;
@@ -1785,6 +1775,5 @@ out:
   stg_config_free(sup->cfg);
   free(sup->cfg);
   free(sup);
-  g_sup = NULL;
   return exit_code;
 }

@@ -151,7 +151,7 @@ static void on_handle_closed(uv_handle_t *h) {
   }
   free(c->buf);
   free(c);
-  stg__super_handle_closed(NULL);
+  stg__super_closed(sup);
 }
 
 static void conn_close(stg_ctl_conn_t *c) {
