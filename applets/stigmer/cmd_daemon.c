@@ -227,14 +227,20 @@ static void show_fetch(stg_config_t *cfg, json_t *f0) {
   stg_cli_progress_end(&bar);
 }
 
+/* How long a `wait` may take: every component's ready timeout, plus a
+ * margin for the spawns themselves. */
+static uint64_t settle_timeout_ms(const stg_config_t *cfg) {
+  uint64_t t = 10000;
+  for (int i = 0; i < STG_COMP_COUNT; i++)
+    t += cfg->component[i].ready_timeout_ms;
+  return t;
+}
+
 /* Waits for the stack to settle and reports. Returns the exit code. While
  * the agent-runner is being fetched (and the download transfers) it shows
  * the progress, then waits again with a fresh timeout. */
 static int wait_and_report(stg_config_t *cfg) {
-  uint64_t t = 0;
-  for (int i = 0; i < STG_COMP_COUNT; i++)
-    t += cfg->component[i].ready_timeout_ms;
-  t += 10000;
+  uint64_t t = settle_timeout_ms(cfg);
   json_t *st = NULL;
   for (;;) {
     json_t *req = json_pack("{s:s, s:I, s:b}", "cmd", "wait", "timeout_ms", (json_int_t)t,
@@ -401,9 +407,7 @@ int stg_cli_ensure_daemon(stg_cli_t *cli) {
   }
   /* Wait for the stack to settle; only the server and the workflow runner
    * are needed to run workflows. */
-  uint64_t t = 10000;
-  for (int i = 0; i < STG_COMP_COUNT; i++)
-    t += cfg->component[i].ready_timeout_ms;
+  uint64_t t = settle_timeout_ms(cfg);
   json_t *req = json_pack("{s:s, s:I}", "cmd", "wait", "timeout_ms", (json_int_t)t);
   json_t *st = NULL;
   int rc = stg_ctl_call(cfg, req, (int)(t + 5000), &st);

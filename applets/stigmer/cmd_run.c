@@ -578,27 +578,40 @@ static int cmd_list(stg_cli_t *cli, int argc, char **argv) {
   return code;
 }
 
-static int cmd_show(stg_cli_t *cli, int argc, char **argv) {
-  const char *id = NULL;
-  bool json = false;
+/* The arguments of `executions show|cancel|logs`: ID and at most one
+ * boolean flag (long, short; either may be NULL). Returns -1 to go on with
+ * *id set, or the exit code (help, usage error, malformed id). */
+static int id_args(int argc, char **argv, const char *flag, const char *short_flag,
+                   bool *flag_set, const char **id) {
   for (int i = 1; i < argc; i++) {
     if (is_help(argv[i])) {
       fputs(exec_usage, stdout);
       return 0;
-    } else if (strcmp(argv[i], "--json") == 0) {
-      json = true;
-    } else if (argv[i][0] != '-' && id == NULL) {
-      id = argv[i];
+    } else if ((flag && strcmp(argv[i], flag) == 0) ||
+               (short_flag && strcmp(argv[i], short_flag) == 0)) {
+      *flag_set = true;
+    } else if (argv[i][0] != '-' && *id == NULL) {
+      *id = argv[i];
     } else {
-      return stg_cli_usage_error("executions show: unexpected argument '%s'", argv[i]);
+      return stg_cli_usage_error("executions %s: unexpected argument '%s'", argv[0],
+                                 argv[i]);
     }
   }
-  if (id == NULL)
-    return stg_cli_usage_error("executions show: missing the execution's ID");
-  if (!id_ok(id)) {
-    fprintf(stderr, "stigmer: %s: no such execution\n", id);
+  if (*id == NULL)
+    return stg_cli_usage_error("executions %s: missing the execution's ID", argv[0]);
+  if (!id_ok(*id)) {
+    fprintf(stderr, "stigmer: %s: no such execution\n", *id);
     return 1;
   }
+  return -1;
+}
+
+static int cmd_show(stg_cli_t *cli, int argc, char **argv) {
+  const char *id = NULL;
+  bool json = false;
+  int rc = id_args(argc, argv, "--json", NULL, &json, &id);
+  if (rc >= 0)
+    return rc;
   client_t c;
   if (open_client(cli, &c) != 0)
     return 1;
@@ -677,22 +690,9 @@ static int cancel_execution(client_t *c, const char *id, bool quiet) {
 
 static int cmd_cancel(stg_cli_t *cli, int argc, char **argv) {
   const char *id = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (is_help(argv[i])) {
-      fputs(exec_usage, stdout);
-      return 0;
-    } else if (argv[i][0] != '-' && id == NULL) {
-      id = argv[i];
-    } else {
-      return stg_cli_usage_error("executions cancel: unexpected argument '%s'", argv[i]);
-    }
-  }
-  if (id == NULL)
-    return stg_cli_usage_error("executions cancel: missing the execution's ID");
-  if (!id_ok(id)) {
-    fprintf(stderr, "stigmer: %s: no such execution\n", id);
-    return 1;
-  }
+  int rc = id_args(argc, argv, NULL, NULL, NULL, &id);
+  if (rc >= 0)
+    return rc;
   client_t c;
   if (open_client(cli, &c) != 0)
     return 1;
@@ -704,28 +704,13 @@ static int cmd_cancel(stg_cli_t *cli, int argc, char **argv) {
 static int cmd_logs(stg_cli_t *cli, int argc, char **argv) {
   const char *id = NULL;
   bool follow = false;
-  for (int i = 1; i < argc; i++) {
-    if (is_help(argv[i])) {
-      fputs(exec_usage, stdout);
-      return 0;
-    } else if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0) {
-      follow = true;
-    } else if (argv[i][0] != '-' && id == NULL) {
-      id = argv[i];
-    } else {
-      return stg_cli_usage_error("executions logs: unexpected argument '%s'", argv[i]);
-    }
-  }
-  if (id == NULL)
-    return stg_cli_usage_error("executions logs: missing the execution's ID");
-  if (!id_ok(id)) {
-    fprintf(stderr, "stigmer: %s: no such execution\n", id);
-    return 1;
-  }
+  int rc = id_args(argc, argv, "--follow", "-f", &follow, &id);
+  if (rc >= 0)
+    return rc;
   client_t c;
   if (open_client(cli, &c) != 0)
     return 1;
-  int rc = stream_events(&c, id, follow, NULL);
+  rc = stream_events(&c, id, follow, NULL);
   client_close(&c);
   return rc == 0 ? 0 : 1;
 }
