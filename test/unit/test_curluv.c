@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "spawn_port.h"
 #include "curluv.h"
 
 extern char **environ;
@@ -60,49 +61,17 @@ static int llm_start(server_t *s, const char *mode) {
 }
 
 static int tls_start(server_t *s, const char *root) {
-  int pfd[2];
-  if (pipe2(pfd, O_CLOEXEC) < 0)
-    return -1;
   char cert[PATH_MAX + 16], key[PATH_MAX + 16];
   snprintf(cert, sizeof cert, "%s/server.crt", certs);
   snprintf(key, sizeof key, "%s/server.key", certs);
   snprintf(s->log, sizeof s->log, "%s/tls.log", tmp);
   char *argv[] = {tls_bin, "--root", (char *)root, "--cert", cert, "--key", key, "--log", s->log,
                   NULL};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-  int rc = posix_spawn(&s->pid, tls_bin, &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pfd[1]);
-  if (rc != 0) {
-    close(pfd[0]);
-    return -1;
-  }
-  char line[32] = "";
-  size_t n = 0;
-  while (n < sizeof line - 1 && strchr(line, '\n') == NULL) {
-    struct pollfd p = {pfd[0], POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0)
-      break;
-    ssize_t r = read(pfd[0], line + n, sizeof line - 1 - n);
-    if (r <= 0)
-      break;
-    n += (size_t)r;
-    line[n] = '\0';
-  }
-  close(pfd[0]);
-  s->port = atoi(line);
+  s->port = spawn_port(argv, &s->pid);
   return s->port > 0 ? 0 : -1;
 }
 
-static void server_stop(server_t *s) {
-  if (s->pid > 0) {
-    kill(s->pid, SIGTERM);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-  }
-}
+static void server_stop(server_t *s) { spawn_stop(&s->pid); }
 
 /* --- one request ---------------------------------------------------------------- */
 

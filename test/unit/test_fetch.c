@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "spawn_port.h"
 #include "fetch.h"
 
 #ifndef container_of
@@ -93,9 +94,6 @@ static bool file_is(const char *path, const void *want, size_t wantlen) {
 }
 
 static int server_start(server_t *s, const char *name, const char *mode_cert) {
-  int pfd[2];
-  if (pipe2(pfd, O_CLOEXEC) < 0)
-    return -1;
   path_join(s->log, tmp, name);
   char cert[PATH_MAX], key[PATH_MAX];
   snprintf(cert, sizeof cert, "%s/%s.crt", certs, mode_cert ? mode_cert : "server");
@@ -103,41 +101,11 @@ static int server_start(server_t *s, const char *name, const char *mode_cert) {
   char *argv_tls[] = {server_bin, "--root", root, "--cert", cert, "--key", key,
                       "--log", s->log, NULL};
   char *argv_plain[] = {server_bin, "--root", root, "--plain", "--log", s->log, NULL};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-  int rc = posix_spawn(&s->pid, server_bin, &fa, NULL,
-                       strcmp(name, "plain.log") == 0 ? argv_plain : argv_tls, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pfd[1]);
-  if (rc != 0) {
-    close(pfd[0]);
-    return -1;
-  }
-  char line[32] = "";
-  size_t n = 0;
-  while (n < sizeof line - 1 && strchr(line, '\n') == NULL) {
-    struct pollfd p = {pfd[0], POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0)
-      break;
-    ssize_t r = read(pfd[0], line + n, sizeof line - 1 - n);
-    if (r <= 0)
-      break;
-    n += (size_t)r;
-    line[n] = '\0';
-  }
-  close(pfd[0]);
-  s->port = atoi(line);
+  s->port = spawn_port(strcmp(name, "plain.log") == 0 ? argv_plain : argv_tls, &s->pid);
   return s->port > 0 ? 0 : -1;
 }
 
-static void server_stop(server_t *s) {
-  if (s->pid > 0) {
-    kill(s->pid, SIGTERM);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-  }
-}
+static void server_stop(server_t *s) { spawn_stop(&s->pid); }
 
 static bool log_has(const server_t *s, const char *needle) {
   size_t len;
